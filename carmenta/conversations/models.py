@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Column, Index, Integer, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from carmenta.model_fields import (
+    defaulted,
+    created_at_field,
+    optional_timestamp,
+    owner_key,
+    updated_at_field,
+    utcnow,
+    uuid_primary_key,
+)
+from sqlalchemy import DateTime
+
+
+class MessageRole(StrEnum):
+    user = "user"
+    assistant = "assistant"
+    system = "system"
+    tool = "tool"
+
+
+class MessageStatus(StrEnum):
+    streaming = "streaming"
+    complete = "complete"
+    interrupted = "interrupted"
+    failed = "failed"
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index("ix_conversations_owner_activity", "owner_id", text("last_activity_at DESC")),
+    )
+
+    id: uuid.UUID = uuid_primary_key()
+    owner_id: uuid.UUID = owner_key()
+    title: str = defaulted("New conversation", sa_type=Text)
+    title_edited: bool = defaulted(False)
+    model: str | None = Field(default=None, sa_type=Text)
+    starred: bool = defaulted(False)
+    archived_at: datetime | None = optional_timestamp()
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+    last_activity_at: datetime = Field(
+        default_factory=utcnow,
+        sa_type=DateTime(timezone=True),
+        sa_column_kwargs={"server_default": func.now(), "nullable": False},
+    )
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('user', 'assistant', 'system', 'tool')", name="role"
+        ),
+        CheckConstraint(
+            "status IN ('streaming', 'complete', 'interrupted', 'failed')",
+            name="status",
+        ),
+        Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+    )
+
+    id: uuid.UUID = uuid_primary_key()
+    conversation_id: uuid.UUID = Field(
+        foreign_key="conversations.id", ondelete="CASCADE", nullable=False
+    )
+    # Denormalised owner so every query can filter by owner without a join.
+    owner_id: uuid.UUID = owner_key()
+    role: str = Field(sa_type=Text, nullable=False)
+    content: str = defaulted("", sa_type=Text)
+    status: str = defaulted(MessageStatus.complete.value, sa_type=Text)
+    model: str | None = Field(default=None, sa_type=Text)
+    input_tokens: int | None = Field(default=None, sa_type=Integer)
+    output_tokens: int | None = Field(default=None, sa_type=Integer)
+    error: str | None = Field(default=None, sa_type=Text)
+    # Structured parts: tool calls and results, attachment references, context used.
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()

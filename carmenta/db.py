@@ -1,0 +1,118 @@
+"""Database URLs, engines and sessions.
+
+Engines are created lazily on first use, never at import time. Services receive an
+`AsyncSession` from their caller, who owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.types import UserDefinedType
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from carmenta.errors import ConfigurationError
+from carmenta.settings import get_settings
+
+
+class Ltree(UserDefinedType):
+    """PostgreSQL `ltree`: a dot-separated path of labels (the knowledge base tree)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "LTREE"
+
+
+# Reflection (Alembic's autogenerate) must recognise ltree as the same type.
+PGDialect.ischema_names.setdefault("ltree", Ltree)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq and psycopg expect it: plain `postgresql://`."""
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql", *parts[1:]))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL for SQLAlchemy, always with the psycopg 3 driver."""
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql+psycopg", *parts[1:]))
+
+
+def describe_url(url: str) -> str:
+    """A URL safe to print: the password is never shown."""
+    try:
+        return make_url(sqlalchemy_url(url)).render_as_string(hide_password=True)
+    except Exception:  # a malformed URL is described, never echoed with its secret
+        return "<unparseable database URL>"
+
+
+def configured_database_url() -> str:
+    url = get_settings().database_url
+    if url is None:
+        raise ConfigurationError(
+            "DATABASE_URL is not set. Start the app with `make run` (which starts the "
+            "embedded PostgreSQL) or set DATABASE_URL to your PostgreSQL server."
+        )
+    return url
+
+
+_async_engine: AsyncEngine | None = None
+_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+
+
+def get_async_engine() -> AsyncEngine:
+    global _async_engine, _sessionmaker
+    if _async_engine is None:
+        _async_engine = create_async_engine(
+            sqlalchemy_url(configured_database_url()),
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+        )
+        _sessionmaker = async_sessionmaker(
+            _async_engine, class_=AsyncSession, expire_on_commit=False
+        )
+    return _async_engine
+
+
+def create_sync_engine(url: str | None = None, **kwargs: Any) -> Engine:
+    """A short-lived synchronous engine, for migrations and command-line tools."""
+    return create_engine(sqlalchemy_url(url or configured_database_url()), **kwargs)
+
+
+@asynccontextmanager
+async def session_scope() -> AsyncIterator[AsyncSession]:
+    """One unit of work: commits when the block succeeds, rolls back when it raises."""
+    get_async_engine()
+    assert _sessionmaker is not None
+    async with _sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def dispose_engine() -> None:
+    global _async_engine, _sessionmaker
+    if _async_engine is not None:
+        await _async_engine.dispose()
+    _async_engine = None
+    _sessionmaker = None
+
+
+async def ping(engine: AsyncEngine | None = None) -> None:
+    """Raise if the database does not answer a trivial query."""
+    engine = engine or get_async_engine()
+    async with engine.connect() as connection:
+        await connection.execute(text("select 1"))

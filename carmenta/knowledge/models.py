@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, Column, Computed, Index, Text
+from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlmodel import Field, SQLModel
+
+from carmenta.db import Ltree
+from carmenta.model_fields import (
+    defaulted,
+    created_at_field,
+    owner_key,
+    updated_at_field,
+    uuid_primary_key,
+)
+
+
+class DocumentSource(StrEnum):
+    manual = "manual"
+    file = "file"
+    conversation = "conversation"
+    import_ = "import"
+
+
+# Title weighs most, then the path's labels, then the body. An explicit text search
+# configuration keeps the expression immutable, as a generated column requires.
+DOCUMENT_SEARCH_VECTOR_SQL = (
+    "setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, "
+    "replace(replace(path::text, '.', ' '), '_', ' ')), 'B') || "
+    "setweight(to_tsvector('english'::regconfig, coalesce(content, '')), 'C')"
+)
+
+
+class Document(SQLModel, table=True):
+    """A Markdown document at a path in the user's knowledge tree."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        CheckConstraint(
+            "source IN ('manual', 'file', 'conversation', 'import')",
+            name="source",
+        ),
+        Index("uq_documents_owner_path", "owner_id", "path", unique=True),
+        Index("ix_documents_path_gist", "path", postgresql_using="gist"),
+        Index("ix_documents_search_vector", "search_vector", postgresql_using="gin"),
+    )
+
+    id: uuid.UUID = uuid_primary_key()
+    owner_id: uuid.UUID = owner_key()
+    path: str = Field(sa_column=Column(Ltree(), nullable=False))
+    title: str = Field(sa_type=Text, nullable=False)
+    content: str = defaulted("", sa_type=Text)
+    source: str = defaulted(DocumentSource.manual.value, sa_type=Text)
+    # The file this document was made from; deleting the file removes the document.
+    source_file_id: uuid.UUID | None = Field(
+        default=None, foreign_key="files.id", ondelete="CASCADE", index=True
+    )
+    search_vector: str | None = Field(
+        default=None,
+        sa_column=Column(TSVECTOR, Computed(DOCUMENT_SEARCH_VECTOR_SQL, persisted=True)),
+    )
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+
+
+class DocumentLink(SQLModel, table=True):
+    """A `[[wiki link]]` from one document to another (or to one not written yet)."""
+
+    __tablename__ = "document_links"
+    __table_args__ = (
+        Index("uq_document_links_source_text", "source_document_id", "link_text", unique=True),
+    )
+
+    id: uuid.UUID = uuid_primary_key()
+    owner_id: uuid.UUID = owner_key()
+    source_document_id: uuid.UUID = Field(
+        foreign_key="documents.id", ondelete="CASCADE", nullable=False
+    )
+    target_document_id: uuid.UUID | None = Field(
+        default=None, foreign_key="documents.id", ondelete="SET NULL", index=True
+    )
+    link_text: str = Field(sa_type=Text, nullable=False)
+    created_at: datetime = created_at_field()

@@ -1,0 +1,27 @@
+"""Every table, imported in one place so the metadata is complete (Alembic, tests)."""
+
+from sqlmodel import SQLModel
+
+from carmenta.connections.models import OAuthState, ServiceConnection
+from carmenta.conversations.models import Conversation, Message
+from carmenta.files.models import StoredFile
+from carmenta.jobs.models import JobProgress
+from carmenta.knowledge.models import Document, DocumentLink
+from carmenta.memory.models import Memory
+from carmenta.users.models import User
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "Conversation",
+    "Document",
+    "DocumentLink",
+    "JobProgress",
+    "Memory",
+    "Message",
+    "OAuthState",
+    "ServiceConnection",
+    "StoredFile",
+    "User",
+    "metadata",
+]

@@ -1,0 +1,152 @@
+"""All configuration, read once from the environment or `.env`.
+
+Nothing here touches the network or the database: importing this module is free,
+and `get_settings()` only parses and validates values.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(str, Enum):
+    development = "development"
+    production = "production"
+
+
+class JobWorkerMode(str, Enum):
+    # "inline": a worker runs inside the web process (the embedded default).
+    # "external": jobs run only in `python -m carmenta worker` processes.
+    inline = "inline"
+    external = "external"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    carmenta_env: Environment = Environment.development
+
+    # Where the app keeps its own data: embedded database, local file store, keys.
+    data_dir: Path = PROJECT_ROOT / ".data"
+
+    # Unset: an embedded PostgreSQL is started under DATA_DIR/postgres.
+    database_url: str | None = None
+
+    host: str | None = None
+    port: int = Field(default=3000, ge=1, le=65535)
+    # The address people use to reach the app; OAuth redirect URIs are built from it.
+    public_url: str | None = None
+
+    job_worker: JobWorkerMode = JobWorkerMode.inline
+    job_worker_concurrency: int = Field(default=4, ge=1, le=64)
+
+    log_level: str = "info"
+
+    # Secrets that later parts of the app need; production refuses to start without them.
+    session_secret: str | None = None
+    encryption_keys: str | None = None
+    clerk_publishable_key: str | None = None
+    clerk_secret_key: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        scheme = parts.scheme.split("+", 1)[0]
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError(
+                "DATABASE_URL must be a PostgreSQL URL such as "
+                "postgresql://user:password@host:5432/dbname "
+                f"(got a URL with scheme {parts.scheme or 'none'!r})"
+            )
+        if not parts.path.strip("/") and "dbname=" not in parts.query:
+            raise ValueError(
+                "DATABASE_URL has no database name: add it after the host, "
+                "e.g. postgresql://user:password@host:5432/carmenta"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("PUBLIC_URL must look like https://carmenta.example.com")
+        return value.strip().rstrip("/")
+
+    @property
+    def is_production(self) -> bool:
+        return self.carmenta_env is Environment.production
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def bind_host(self) -> str:
+        # Locally the app listens on loopback only; a production host must be reachable.
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.is_production else "127.0.0.1"
+
+    @property
+    def app_url(self) -> str:
+        return self.public_url or f"http://localhost:{self.port}"
+
+    @property
+    def embedded_postgres_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    def production_problems(self) -> list[str]:
+        """What makes this configuration unsafe to serve real users, in plain words."""
+        problems: list[str] = []
+        if self.database_url is None:
+            problems.append(
+                "DATABASE_URL is not set: production must use a managed PostgreSQL, "
+                "not the embedded development database"
+            )
+        if not self.encryption_keys:
+            problems.append(
+                "ENCRYPTION_KEYS is not set: service credentials cannot be encrypted"
+            )
+        has_clerk = bool(self.clerk_publishable_key and self.clerk_secret_key)
+        if not has_clerk and not self.session_secret:
+            problems.append(
+                "no authentication keys: set CLERK_PUBLISHABLE_KEY and CLERK_SECRET_KEY, "
+                "or SESSION_SECRET for built-in accounts"
+            )
+        if self.public_url is None:
+            problems.append(
+                "PUBLIC_URL is not set: links and OAuth redirects need the public address"
+            )
+        elif not self.public_url.startswith("https://"):
+            problems.append("PUBLIC_URL must use https:// in production")
+        return problems
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the parsed settings (used after the environment changes)."""
+    get_settings.cache_clear()
