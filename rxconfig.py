@@ -1,2 +1,17 @@
+"""Reflex configuration. Carmenta's own settings live in carmenta/settings.py."""
+
 import reflex as rx
-config = rx.Config(app_name="carmenta", telemetry_enabled=False, plugins=[rx.plugins.SitemapPlugin()] if False else [])
+
+from carmenta.components.theme import APP_THEME
+from carmenta.settings import get_settings
+
+config = rx.Config(
+    app_name="carmenta",
+    telemetry_enabled=False,
+    show_built_with_reflex=False,
+    # The browser reaches the backend at the app's own address (one port serves both).
+    api_url=get_settings().app_url,
+    deploy_url=get_settings().app_url,
+    plugins=[rx.plugins.RadixThemesPlugin(theme=APP_THEME)],
+    disable_plugins=[rx.plugins.SitemapPlugin],
+)

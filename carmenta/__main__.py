@@ -1,0 +1,5 @@
+import sys
+
+from carmenta.cli import main
+
+sys.exit(main())

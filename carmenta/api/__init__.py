@@ -1,0 +1,1 @@
+"""Machine-to-machine HTTP routes (health, later webhooks and OAuth callbacks)."""

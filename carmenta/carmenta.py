@@ -1,0 +1,21 @@
+"""The Reflex app: theme, pages, machine routes and the in-process job worker."""
+
+import reflex as rx
+
+from carmenta.api.routes import build_api
+from carmenta.components.layout import PAGES
+from carmenta.components.theme import GLOBAL_STYLE
+from carmenta.pages import home, not_found  # noqa: F401  (registers the pages)
+
+app = rx.App(
+    style=GLOBAL_STYLE,
+    stylesheets=["/app.css"],
+    api_transformer=build_api(),
+    head_components=[rx.el.link(rel="icon", href="/favicon.svg", type="image/svg+xml")],
+)
+
+for spec in PAGES:
+    app.add_page(spec.component, route=spec.route, title=f"{spec.title} · Carmenta",
+                 on_load=spec.on_load)
+
+app.add_page(not_found.not_found, route="/404", title="Not found · Carmenta")

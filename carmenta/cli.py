@@ -1,0 +1,77 @@
+"""Command line: `python -m carmenta <command>`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from carmenta.errors import CarmentaError
+
+
+def _run(_: argparse.Namespace) -> None:
+    from carmenta import launcher
+
+    launcher.run()
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    from carmenta import launcher
+
+    settings = launcher.load_settings()
+    with launcher.database(settings) as url:
+        launcher.migrate(url)
+        print("The database schema is up to date.")
+
+
+def _build(_: argparse.Namespace) -> None:
+    from carmenta import frontend_build, launcher
+
+    settings = launcher.load_settings()
+    built = frontend_build.ensure_built(api_url=settings.app_url)
+    print("The interface was built." if built else "The interface is already up to date.")
+
+
+def _worker(_: argparse.Namespace) -> None:
+    from carmenta import launcher
+    from carmenta.jobs import worker
+
+    settings = launcher.load_settings()
+    launcher.refuse_unsafe_production(settings)
+    with launcher.database(settings):
+        worker.main()
+
+
+def _check(_: argparse.Namespace) -> None:
+    from carmenta import launcher
+
+    settings = launcher.load_settings()
+    launcher.refuse_unsafe_production(settings)
+    print(f"The configuration is valid ({settings.carmenta_env.value}).")
+
+
+COMMANDS = {
+    "run": (_run, "start the app (embedded database unless DATABASE_URL is set)"),
+    "migrate": (_migrate, "apply the database migrations"),
+    "build": (_build, "build the web interface if the code changed"),
+    "worker": (_worker, "run a background job worker"),
+    "check": (_check, "validate the configuration"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carmenta", description="Carmenta")
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    for name, (_, help_text) in COMMANDS.items():
+        commands.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        COMMANDS[args.command][0](args)
+    except CarmentaError as error:
+        print(f"\nCarmenta cannot start: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

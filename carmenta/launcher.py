@@ -1,0 +1,174 @@
+"""Starting Carmenta: configuration checks, database, migrations, interface, server.
+
+`make run` calls `python -m carmenta run`. Each failure a person can fix stops with
+one message that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+from pydantic import ValidationError
+
+from carmenta.errors import ConfigurationError, DatabaseUnavailableError, StartupError
+from carmenta.settings import PROJECT_ROOT, Settings, get_settings, reset_settings_cache
+
+logger = logging.getLogger("carmenta")
+
+
+def load_settings() -> Settings:
+    reset_settings_cache()
+    try:
+        return get_settings()
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]).upper() or "configuration"
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"  {field}: {message}")
+        raise ConfigurationError(
+            "The configuration is not valid:\n" + "\n".join(lines)
+        ) from None
+
+
+def refuse_unsafe_production(settings: Settings) -> None:
+    if not settings.is_production:
+        return
+    problems = settings.production_problems()
+    if problems:
+        raise ConfigurationError(
+            "CARMENTA_ENV=production, but the configuration is not safe to serve:\n"
+            + "\n".join(f"  - {problem}" for problem in problems)
+            + "\nSet these variables (see .env.example), or unset CARMENTA_ENV to run locally."
+        )
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Like the server itself: connections lingering in TIME_WAIT do not block a
+        # restart, but another program listening on the port does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise StartupError(
+                    f"Port {port} is already in use (or not allowed) on {host}. Stop the "
+                    f"program using it, or choose another port: PORT={port + 1} make run"
+                ) from None
+            raise StartupError(f"Cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def check_database_reachable(url: str) -> None:
+    import psycopg
+
+    from carmenta.db import describe_url, libpq_url
+
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5) as connection:
+            connection.execute("select 1")
+    except psycopg.OperationalError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DatabaseUnavailableError(
+            f"Cannot connect to the database at {describe_url(url)}: {first_line}\n"
+            "Check that the server is running and that DATABASE_URL is right, or unset "
+            "DATABASE_URL to use the embedded database."
+        ) from None
+    except psycopg.ProgrammingError as error:
+        raise ConfigurationError(f"DATABASE_URL is not a valid connection string: {error}") from None
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The database URL to use; starts the embedded server when none is configured."""
+    if not settings.uses_embedded_database:
+        assert settings.database_url is not None
+        check_database_reachable(settings.database_url)
+        yield settings.database_url
+        return
+
+    from carmenta.embedded_postgres import start_embedded_postgres
+
+    print(f"Starting the embedded PostgreSQL (data in {settings.embedded_postgres_dir})…",
+          flush=True)
+    embedded = start_embedded_postgres(settings.embedded_postgres_dir)
+    url = embedded.url()
+    os.environ["DATABASE_URL"] = url
+    reset_settings_cache()
+    try:
+        yield url
+    finally:
+        embedded.stop()
+        print("Stopped the embedded PostgreSQL.", flush=True)
+
+
+def migrate(url: str) -> None:
+    from carmenta.migrations import pending_revisions, upgrade_to_head
+
+    pending = pending_revisions(url)
+    if pending:
+        print(f"Applying {len(pending)} database migration(s)…", flush=True)
+        upgrade_to_head(url)
+
+
+def _announce_when_ready(url: str, port: int, stop: threading.Event) -> None:
+    health_url = f"http://127.0.0.1:{port}/health"
+    deadline = time.monotonic() + 120
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health_url, timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    print(f"\n  Carmenta is ready: {url}\n  Press Ctrl-C to stop.\n", flush=True)
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        stop.wait(0.25)
+
+
+def serve(settings: Settings) -> None:
+    """Serve the built interface and the backend on one port until interrupted."""
+    from reflex.utils import exec as reflex_exec
+    from reflex_base import constants
+    from reflex_base.environment import environment
+
+    environment.REFLEX_ENV_MODE.set(constants.Env.PROD)
+    environment.REFLEX_SKIP_COMPILE.set(True)
+    os.environ["REFLEX_API_URL"] = settings.app_url
+
+    stop = threading.Event()
+    announcer = threading.Thread(
+        target=_announce_when_ready, args=(settings.app_url, settings.port, stop), daemon=True
+    )
+    announcer.start()
+    try:
+        reflex_exec.run_backend_prod(
+            settings.bind_host,
+            settings.port,
+            constants.LogLevel.WARNING,
+            mount_frontend_compiled_app=True,
+        )
+    finally:
+        stop.set()
+
+
+def run() -> None:
+    os.chdir(PROJECT_ROOT)
+    settings = load_settings()
+    refuse_unsafe_production(settings)
+    ensure_port_free(settings.bind_host, settings.port)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with database(settings) as url:
+        migrate(url)
+        from carmenta import frontend_build
+
+        frontend_build.ensure_built(api_url=settings.app_url)
+        serve(get_settings())

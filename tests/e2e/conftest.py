@@ -1,0 +1,143 @@
+"""End-to-end harness: the built app served by `python -m carmenta run`, real Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from carmenta.settings import PROJECT_ROOT
+
+STARTUP_TIMEOUT_SECONDS = 600  # the first run also installs the frontend packages
+
+
+def _free_port() -> int:
+    preferred = int(os.environ.get("E2E_PORT", "3917"))
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited early:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the app did not become healthy:\n{log_path.read_text()[-4000:]}")
+
+
+class RunningApp:
+    def __init__(self, url: str, process: subprocess.Popen, log_path: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log_path = log_path
+
+
+@pytest.fixture(scope="session")
+def app_server(postgres_server, tmp_path_factory) -> Iterator[RunningApp]:
+    data_dir = tmp_path_factory.mktemp("e2e-data")
+    log_path = data_dir / "app.log"
+    port = _free_port()
+    with postgres_server.throwaway_database() as database_url:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DATA_DIR": str(data_dir),
+            "PORT": str(port),
+            "PUBLIC_URL": f"http://localhost:{port}",
+            "CARMENTA_ENV": "development",
+        }
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "carmenta", "run"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        app = RunningApp(f"http://localhost:{port}", process, log_path)
+        try:
+            _wait_for_health(app.url, process, log_path)
+            yield app
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+def _chromium_executable() -> str | None:
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser",
+                      "google-chrome", "google-chrome-stable"):
+        if candidate and (found := shutil.which(candidate)):
+            return found
+    return None  # Playwright's own Chromium, installed by scripts/setup.sh
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=_chromium_executable(),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_server) -> Iterator[object]:
+    context = browser.new_context(base_url=app_server.url, viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def phone_page(browser, app_server) -> Iterator[object]:
+    context = browser.new_context(
+        base_url=app_server.url,
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
