@@ -35,4 +35,5 @@ worker: setup
 	@$(PY) -m carmenta worker
 
 lint: setup-test
-	@$(VENV)/bin/ruff check carmenta tests alembic bench
+	@$(VENV)/bin/ruff check carmenta tests alembic bench rxconfig.py
+	@$(VENV)/bin/ruff format --check carmenta tests alembic bench rxconfig.py

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import Connection
 
+from alembic import context
 from carmenta.db import create_sync_engine
 from carmenta.migrations import include_name
 from carmenta.models import metadata
@@ -15,6 +15,7 @@ config = context.config
 
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
 
 def configure(connection: Connection) -> None:
     context.configure(

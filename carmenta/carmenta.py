@@ -5,6 +5,7 @@ import reflex as rx
 from carmenta.api.routes import build_api
 from carmenta.components.layout import PAGES
 from carmenta.components.theme import GLOBAL_STYLE
+from carmenta.jobs.worker import inline_worker_lifespan
 from carmenta.pages import home, not_found  # noqa: F401  (registers the pages)
 
 app = rx.App(
@@ -15,7 +16,11 @@ app = rx.App(
 )
 
 for spec in PAGES:
-    app.add_page(spec.component, route=spec.route, title=f"{spec.title} · Carmenta",
-                 on_load=spec.on_load)
+    app.add_page(
+        spec.component, route=spec.route, title=f"{spec.title} · Carmenta", on_load=spec.on_load
+    )
 
 app.add_page(not_found.not_found, route="/404", title="Not found · Carmenta")
+
+# With JOB_WORKER=inline (the embedded default) jobs run inside this process.
+app.register_lifespan_task(inline_worker_lifespan)

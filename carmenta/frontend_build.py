@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from carmenta.errors import StartupError
 from carmenta.settings import PROJECT_ROOT
@@ -55,8 +54,12 @@ def build_environment() -> dict[str, str]:
         # Use the registry npm itself is configured with, instead of probing mirrors.
         try:
             registry = subprocess.run(
-                ["npm", "config", "get", "registry"],
-                capture_output=True, text=True, timeout=20, env=env, check=True,
+                [shutil.which("npm", path=env["PATH"]) or "npm", "config", "get", "registry"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=env,
+                check=True,
             ).stdout.strip()
             if registry.startswith("http"):
                 env["NPM_CONFIG_REGISTRY"] = registry
@@ -79,8 +82,18 @@ def ensure_built(*, api_url: str, force: bool = False, quiet: bool = False) -> b
         print("Building the interface (only when the code changed)…", flush=True)
     env["REFLEX_API_URL"] = api_url
     result = subprocess.run(
-        [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip",
-         "--env", "prod", "--loglevel", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "reflex",
+            "export",
+            "--frontend-only",
+            "--no-zip",
+            "--env",
+            "prod",
+            "--loglevel",
+            "warning",
+        ],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -35,9 +35,7 @@ def load_settings() -> Settings:
             field = ".".join(str(part) for part in problem["loc"]).upper() or "configuration"
             message = problem["msg"].removeprefix("Value error, ")
             lines.append(f"  {field}: {message}")
-        raise ConfigurationError(
-            "The configuration is not valid:\n" + "\n".join(lines)
-        ) from None
+        raise ConfigurationError("The configuration is not valid:\n" + "\n".join(lines)) from None
 
 
 def refuse_unsafe_production(settings: Settings) -> None:
@@ -84,7 +82,9 @@ def check_database_reachable(url: str) -> None:
             "DATABASE_URL to use the embedded database."
         ) from None
     except psycopg.ProgrammingError as error:
-        raise ConfigurationError(f"DATABASE_URL is not a valid connection string: {error}") from None
+        raise ConfigurationError(
+            f"DATABASE_URL is not a valid connection string: {error}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -98,8 +98,9 @@ def database(settings: Settings) -> Iterator[str]:
 
     from carmenta.embedded_postgres import start_embedded_postgres
 
-    print(f"Starting the embedded PostgreSQL (data in {settings.embedded_postgres_dir})…",
-          flush=True)
+    print(
+        f"Starting the embedded PostgreSQL (data in {settings.embedded_postgres_dir})…", flush=True
+    )
     embedded = start_embedded_postgres(settings.embedded_postgres_dir)
     url = embedded.url()
     os.environ["DATABASE_URL"] = url

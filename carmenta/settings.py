@@ -7,7 +7,7 @@ and `get_settings()` only parses and validates values.
 from __future__ import annotations
 
 import functools
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,12 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class Environment(str, Enum):
+class Environment(StrEnum):
     development = "development"
     production = "production"
 
 
-class JobWorkerMode(str, Enum):
+class JobWorkerMode(StrEnum):
     # "inline": a worker runs inside the web process (the embedded default).
     # "external": jobs run only in `python -m carmenta worker` processes.
     inline = "inline"
@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         # Locally the app listens on loopback only; a production host must be reachable.
         if self.host:
             return self.host
-        return "0.0.0.0" if self.is_production else "127.0.0.1"
+        return "0.0.0.0" if self.is_production else "127.0.0.1"  # noqa: S104
 
     @property
     def app_url(self) -> str:
@@ -124,9 +124,7 @@ class Settings(BaseSettings):
                 "not the embedded development database"
             )
         if not self.encryption_keys:
-            problems.append(
-                "ENCRYPTION_KEYS is not set: service credentials cannot be encrypted"
-            )
+            problems.append("ENCRYPTION_KEYS is not set: service credentials cannot be encrypted")
         has_clerk = bool(self.clerk_publishable_key and self.clerk_secret_key)
         if not has_clerk and not self.session_secret:
             problems.append(

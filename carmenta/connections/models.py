@@ -8,8 +8,8 @@ from sqlalchemy import ARRAY, CheckConstraint, Column, DateTime, Index, Text, te
 from sqlmodel import Field, SQLModel
 
 from carmenta.model_fields import (
-    defaulted,
     created_at_field,
+    defaulted,
     optional_timestamp,
     owner_key,
     updated_at_field,

@@ -5,20 +5,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, Index, Integer, Text, func, text
+from sqlalchemy import CheckConstraint, Column, DateTime, Index, Integer, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from carmenta.model_fields import (
-    defaulted,
     created_at_field,
+    defaulted,
     optional_timestamp,
     owner_key,
     updated_at_field,
     utcnow,
     uuid_primary_key,
 )
-from sqlalchemy import DateTime
 
 
 class MessageRole(StrEnum):
@@ -60,9 +59,7 @@ class Conversation(SQLModel, table=True):
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
     __table_args__ = (
-        CheckConstraint(
-            "role IN ('user', 'assistant', 'system', 'tool')", name="role"
-        ),
+        CheckConstraint("role IN ('user', 'assistant', 'system', 'tool')", name="role"),
         CheckConstraint(
             "status IN ('streaming', 'complete', 'interrupted', 'failed')",
             name="status",

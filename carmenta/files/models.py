@@ -10,8 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from carmenta.model_fields import (
-    defaulted,
     created_at_field,
+    defaulted,
     owner_key,
     updated_at_field,
     uuid_primary_key,

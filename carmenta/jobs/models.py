@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Column, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -19,9 +19,7 @@ class JobProgress(SQLModel, table=True):
     """
 
     __tablename__ = "job_progress"
-    __table_args__ = (
-        CheckConstraint("percent >= 0 AND percent <= 100", name="percent"),
-    )
+    __table_args__ = (CheckConstraint("percent >= 0 AND percent <= 100", name="percent"),)
 
     job_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     owner_id: uuid.UUID | None = Field(

@@ -9,8 +9,8 @@ from sqlalchemy import CheckConstraint, Column, Float, Index, Text
 from sqlmodel import Field, SQLModel
 
 from carmenta.model_fields import (
-    defaulted,
     created_at_field,
+    defaulted,
     owner_key,
     updated_at_field,
     uuid_primary_key,
@@ -31,9 +31,7 @@ class Memory(SQLModel, table=True):
 
     __tablename__ = "memories"
     __table_args__ = (
-        CheckConstraint(
-            "confidence >= 0 AND confidence <= 1", name="confidence_range"
-        ),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
         Index(
             "ix_memories_embedding_hnsw",
             "embedding",

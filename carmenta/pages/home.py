@@ -39,12 +39,21 @@ def home() -> rx.Component:
         ),
         service_status(),
         rx.grid(
-            feature_card("message-circle", "Conversations",
-                         "Talk with the models you choose, or offline with your own notes."),
-            feature_card("library", "Knowledge",
-                         "Documents and memories the assistant draws on, all yours to edit."),
-            feature_card("plug", "Connections",
-                         "Slack, Google, Notion, GitHub and more, with tokens kept encrypted."),
+            feature_card(
+                "message-circle",
+                "Conversations",
+                "Talk with the models you choose, or offline with your own notes.",
+            ),
+            feature_card(
+                "library",
+                "Knowledge",
+                "Documents and memories the assistant draws on, all yours to edit.",
+            ),
+            feature_card(
+                "plug",
+                "Connections",
+                "Slack, Google, Notion, GitHub and more, with tokens kept encrypted.",
+            ),
             columns=rx.breakpoints(initial="1", sm="3"),
             spacing="3",
             width="100%",

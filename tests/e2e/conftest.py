@@ -47,8 +47,11 @@ def _wait_for_health(url: str, process: subprocess.Popen, log_path: Path) -> Non
 
 
 class RunningApp:
-    def __init__(self, url: str, process: subprocess.Popen, log_path: Path) -> None:
+    def __init__(
+        self, url: str, process: subprocess.Popen, log_path: Path, database_url: str
+    ) -> None:
         self.url = url
+        self.database_url = database_url
         self.process = process
         self.log_path = log_path
 
@@ -76,7 +79,7 @@ def app_server(postgres_server, tmp_path_factory) -> Iterator[RunningApp]:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        app = RunningApp(f"http://localhost:{port}", process, log_path)
+        app = RunningApp(f"http://localhost:{port}", process, log_path, database_url)
         try:
             _wait_for_health(app.url, process, log_path)
             yield app
@@ -91,8 +94,13 @@ def app_server(postgres_server, tmp_path_factory) -> Iterator[RunningApp]:
 
 
 def _chromium_executable() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser",
-                      "google-chrome", "google-chrome-stable"):
+    for candidate in (
+        os.environ.get("CHROMIUM_PATH"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ):
         if candidate and (found := shutil.which(candidate)):
             return found
     return None  # Playwright's own Chromium, installed by scripts/setup.sh

@@ -6,10 +6,10 @@ import uuid
 
 import psycopg
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from alembic import command
 from carmenta.db import create_sync_engine
 from carmenta.migrations import alembic_config, include_name, upgrade_to_head
 from carmenta.models import metadata
@@ -79,8 +79,15 @@ def test_every_user_owned_table_cascades_from_users(database_url):
         ).fetchall()
     owned = dict(rows)
     assert set(owned) >= {
-        "conversations", "messages", "files", "service_connections", "oauth_states",
-        "documents", "document_links", "memories", "job_progress",
+        "conversations",
+        "messages",
+        "files",
+        "service_connections",
+        "oauth_states",
+        "documents",
+        "document_links",
+        "memories",
+        "job_progress",
     }
     assert all(rule == "CASCADE" for rule in owned.values()), owned
 
@@ -157,8 +164,15 @@ def test_deleting_a_user_deletes_every_row_they_own(database_url):
         )
         connection.execute("delete from users where id = %s", (user_id,))
         for table in (
-            "conversations", "messages", "files", "documents", "document_links",
-            "memories", "service_connections", "oauth_states", "job_progress",
+            "conversations",
+            "messages",
+            "files",
+            "documents",
+            "document_links",
+            "memories",
+            "service_connections",
+            "oauth_states",
+            "job_progress",
         ):
             count = connection.execute(
                 f"select count(*) from {table} where owner_id = %s", (user_id,)

@@ -16,13 +16,18 @@ from carmenta.settings import PROJECT_ROOT
 
 def run_carmenta(*args: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     full_env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "CARMENTA_ENV", "PORT")
     }
     full_env.update({"DATA_DIR": str(tmp_path / "data"), **env})
     return subprocess.run(
         [sys.executable, "-m", "carmenta", *args],
-        cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -35,8 +40,9 @@ def assert_clear_failure(result: subprocess.CompletedProcess, *expected: str) ->
 
 
 def test_malformed_database_url(tmp_path):
-    result = run_carmenta("run", env={"DATABASE_URL": "mysql://root@localhost/carmenta"},
-                          tmp_path=tmp_path)
+    result = run_carmenta(
+        "run", env={"DATABASE_URL": "mysql://root@localhost/carmenta"}, tmp_path=tmp_path
+    )
     assert_clear_failure(result, "DATABASE_URL", "must be a PostgreSQL URL")
 
 
@@ -46,8 +52,10 @@ def test_unreachable_database_names_the_server_but_not_the_password(tmp_path):
         port = closed.getsockname()[1]
     result = run_carmenta(
         "run",
-        env={"DATABASE_URL": f"postgresql://carmenta:s3cret-pw@127.0.0.1:{port}/carmenta",
-             "PORT": "3999"},
+        env={
+            "DATABASE_URL": f"postgresql://carmenta:s3cret-pw@127.0.0.1:{port}/carmenta",
+            "PORT": "3999",
+        },
         tmp_path=tmp_path,
     )
     assert_clear_failure(result, "Cannot connect to the database", f"127.0.0.1:{port}")
@@ -59,15 +67,21 @@ def test_port_already_in_use(tmp_path, database_url):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_carmenta("run", env={"DATABASE_URL": database_url, "PORT": str(port)},
-                              tmp_path=tmp_path)
+        result = run_carmenta(
+            "run", env={"DATABASE_URL": database_url, "PORT": str(port)}, tmp_path=tmp_path
+        )
     assert_clear_failure(result, f"Port {port} is already in use", "PORT=")
 
 
 def test_production_refuses_development_defaults(tmp_path):
     result = run_carmenta("check", env={"CARMENTA_ENV": "production"}, tmp_path=tmp_path)
-    assert_clear_failure(result, "DATABASE_URL is not set", "ENCRYPTION_KEYS",
-                         "CLERK_PUBLISHABLE_KEY", "SESSION_SECRET")
+    assert_clear_failure(
+        result,
+        "DATABASE_URL is not set",
+        "ENCRYPTION_KEYS",
+        "CLERK_PUBLISHABLE_KEY",
+        "SESSION_SECRET",
+    )
 
 
 def test_production_run_also_refuses_before_starting_anything(tmp_path):
@@ -86,8 +100,9 @@ def _setup_env(tmp_path: Path, *, python: str | None = None, hide_node: bool = F
         bin_dir.mkdir()
         env["PYTHON"] = sys.executable
         for tool in ("bash", "cat", "dirname", "id", "env", "sh"):
-            found = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
-                                   text=True).stdout.strip()
+            found = subprocess.run(
+                ["bash", "-c", f"command -v {tool}"], capture_output=True, text=True
+            ).stdout.strip()
             if found:
                 (bin_dir / tool).symlink_to(found)
         env["PATH"] = str(bin_dir)
@@ -97,13 +112,17 @@ def _setup_env(tmp_path: Path, *, python: str | None = None, hide_node: bool = F
 def test_setup_refuses_a_python_that_is_too_old(tmp_path):
     fake = tmp_path / "python3.9"
     fake.write_text(
-        "#!/bin/sh\n"
-        'case "$2" in *version_info*) exit 1 ;; *python_version*) echo 3.9.18 ;; esac\n'
+        '#!/bin/sh\ncase "$2" in *version_info*) exit 1 ;; *python_version*) echo 3.9.18 ;; esac\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=PROJECT_ROOT,
-                            env=_setup_env(tmp_path, python=str(fake)),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "scripts/setup.sh"],
+        cwd=PROJECT_ROOT,
+        env=_setup_env(tmp_path, python=str(fake)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "Python 3.11 or newer is needed" in result.stderr
     assert "3.9.18" in result.stderr
@@ -111,8 +130,13 @@ def test_setup_refuses_a_python_that_is_too_old(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell only")
 def test_setup_explains_a_missing_node(tmp_path):
-    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=PROJECT_ROOT,
-                            env=_setup_env(tmp_path, hide_node=True),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "scripts/setup.sh"],
+        cwd=PROJECT_ROOT,
+        env=_setup_env(tmp_path, hide_node=True),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "Node.js 20 or newer is needed" in result.stderr

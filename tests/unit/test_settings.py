@@ -23,8 +23,11 @@ def test_defaults_run_locally_on_the_embedded_database():
 
 @pytest.mark.parametrize(
     "url",
-    ["postgres://u:p@db.example.com:5432/carmenta", "postgresql+psycopg://u@h/db",
-     "postgresql://postgres:@/carmenta?host=/tmp/sock"],
+    [
+        "postgres://u:p@db.example.com:5432/carmenta",
+        "postgresql+psycopg://u@h/db",
+        "postgresql://postgres:@/carmenta?host=/tmp/sock",
+    ],
 )
 def test_postgres_urls_are_accepted(url):
     assert make(database_url=url).database_url == url
@@ -61,8 +64,13 @@ def test_public_url_must_be_http():
 def test_production_on_development_defaults_names_everything_missing():
     problems = make(carmenta_env="production").production_problems()
     text = "\n".join(problems)
-    for name in ("DATABASE_URL", "ENCRYPTION_KEYS", "CLERK_PUBLISHABLE_KEY", "SESSION_SECRET",
-                 "PUBLIC_URL"):
+    for name in (
+        "DATABASE_URL",
+        "ENCRYPTION_KEYS",
+        "CLERK_PUBLISHABLE_KEY",
+        "SESSION_SECRET",
+        "PUBLIC_URL",
+    ):
         assert name in text
 
 
