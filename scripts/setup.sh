@@ -37,8 +37,10 @@ install_requirements() {
   local want; want=$(hash_of requirements*.txt)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "Installing Python packages from $file…"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$file" \
-      || fail "installing the Python packages failed (see the messages above)."
+    # Drop pip's notes about unusable local package indexes; keep real errors.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$file" 2>&1 \
+      | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+    [ "${PIPESTATUS[0]}" = 0 ] || fail "installing the Python packages failed (see the messages above)."
     echo "$want" > "$stamp"
   fi
 }
