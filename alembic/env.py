@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy import Connection
 
-from alembic import context
 from carmenta.db import create_sync_engine
 from carmenta.migrations import include_name
 from carmenta.models import metadata

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from alembic import command
 from carmenta.settings import PROJECT_ROOT
 
 # The job queue's tables come from its own SQL, applied by the first migration;

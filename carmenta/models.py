@@ -2,6 +2,13 @@
 
 from sqlmodel import SQLModel
 
+from carmenta.auth.models import (
+    AuthSession,
+    LoginThrottle,
+    PasswordCredential,
+    SessionHandoff,
+    WebhookEvent,
+)
 from carmenta.connections.models import OAuthState, ServiceConnection
 from carmenta.conversations.models import Conversation, Message
 from carmenta.files.models import StoredFile
@@ -13,6 +20,11 @@ from carmenta.users.models import User
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AuthSession",
+    "LoginThrottle",
+    "PasswordCredential",
+    "SessionHandoff",
+    "WebhookEvent",
     "Conversation",
     "Document",
     "DocumentLink",

@@ -55,11 +55,27 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
-    # Secrets that later parts of the app need; production refuses to start without them.
-    session_secret: str | None = None
-    encryption_keys: str | None = None
+    # Built-in accounts: the PEM RSA private key that signs session tokens. Unset in
+    # development: a key is generated once and kept in DATA_DIR/keys.
+    session_signing_key: str | None = None
+    session_ttl_hours: int = Field(default=14 * 24, ge=1, le=90 * 24)
+    # Comma-separated emails of built-in accounts that are administrators.
+    admin_emails: str = ""
+
+    # Clerk: setting both keys switches sign-in to Clerk.
     clerk_publishable_key: str | None = None
     clerk_secret_key: str | None = None
+    # Networkless verification key (PEM). Unset: the instance's JWKS, cached by key id.
+    clerk_jwt_key: str | None = None
+    # The Frontend API URL tokens must be issued by; derived from the publishable key.
+    clerk_issuer: str | None = None
+    clerk_jwks_url: str | None = None
+    # Comma-separated origins allowed in a token's `azp`; defaults to PUBLIC_URL.
+    clerk_authorized_parties: str | None = None
+    clerk_webhook_secret: str | None = None
+
+    # Key ring for service credentials (AES-256-GCM); production refuses to start without.
+    encryption_keys: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -101,6 +117,30 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     @property
+    def uses_clerk(self) -> bool:
+        return bool(self.clerk_publishable_key and self.clerk_secret_key)
+
+    @property
+    def admin_email_set(self) -> frozenset[str]:
+        return frozenset(
+            email.strip().lower() for email in self.admin_emails.split(",") if email.strip()
+        )
+
+    @property
+    def clerk_authorized_party_list(self) -> list[str]:
+        if self.clerk_authorized_parties:
+            return [
+                party.strip().rstrip("/")
+                for party in self.clerk_authorized_parties.split(",")
+                if party.strip()
+            ]
+        return [self.app_url]
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
     def bind_host(self) -> str:
         # Locally the app listens on loopback only; a production host must be reachable.
         if self.host:
@@ -125,11 +165,14 @@ class Settings(BaseSettings):
             )
         if not self.encryption_keys:
             problems.append("ENCRYPTION_KEYS is not set: service credentials cannot be encrypted")
-        has_clerk = bool(self.clerk_publishable_key and self.clerk_secret_key)
-        if not has_clerk and not self.session_secret:
+        if not self.uses_clerk and not self.session_signing_key:
             problems.append(
                 "no authentication keys: set CLERK_PUBLISHABLE_KEY and CLERK_SECRET_KEY, "
-                "or SESSION_SECRET for built-in accounts"
+                "or SESSION_SIGNING_KEY for built-in accounts"
+            )
+        if self.uses_clerk and not self.clerk_webhook_secret:
+            problems.append(
+                "CLERK_WEBHOOK_SECRET is not set: deleted Clerk users would keep their data"
             )
         if self.public_url is None:
             problems.append(

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from alembic import op
 from pgvector.sqlalchemy import Vector
 from procrastinate.schema import SchemaManager
 from sqlalchemy.dialects import postgresql
 
-from alembic import op
 from carmenta.db import Ltree
 
 revision: str = "0001"

@@ -8,6 +8,7 @@ from sqlmodel import Field, SQLModel
 
 from carmenta.model_fields import (
     created_at_field,
+    defaulted,
     optional_timestamp,
     updated_at_field,
     uuid_primary_key,
@@ -27,6 +28,8 @@ class User(SQLModel, table=True):
     email: str | None = Field(default=None, sa_type=Text, index=True)
     display_name: str | None = Field(default=None, sa_type=Text)
     image_url: str | None = Field(default=None, sa_type=Text)
+    # Clerk: from public_metadata.role. Built-in accounts: from ADMIN_EMAILS.
+    is_admin: bool = defaulted(False)
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
     last_seen_at: datetime | None = optional_timestamp()

@@ -6,10 +6,10 @@ import uuid
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from alembic import command
 from carmenta.db import create_sync_engine
 from carmenta.migrations import alembic_config, include_name, upgrade_to_head
 from carmenta.models import metadata

@@ -80,7 +80,7 @@ def test_production_refuses_development_defaults(tmp_path):
         "DATABASE_URL is not set",
         "ENCRYPTION_KEYS",
         "CLERK_PUBLISHABLE_KEY",
-        "SESSION_SECRET",
+        "SESSION_SIGNING_KEY",
     )
 
 

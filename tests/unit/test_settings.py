@@ -68,7 +68,7 @@ def test_production_on_development_defaults_names_everything_missing():
         "DATABASE_URL",
         "ENCRYPTION_KEYS",
         "CLERK_PUBLISHABLE_KEY",
-        "SESSION_SECRET",
+        "SESSION_SIGNING_KEY",
         "PUBLIC_URL",
     ):
         assert name in text
@@ -79,7 +79,7 @@ def test_production_with_everything_set_has_no_problems():
         carmenta_env="production",
         database_url="postgresql://u:p@db:5432/carmenta",
         encryption_keys="k1:" + "A" * 44,
-        session_secret="s" * 48,
+        session_signing_key="-----BEGIN PRIVATE KEY-----",
         public_url="https://carmenta.example.com",
     )
     assert settings.production_problems() == []
@@ -93,6 +93,7 @@ def test_production_requires_https_public_url():
         encryption_keys="x",
         clerk_publishable_key="pk",
         clerk_secret_key="sk",
+        clerk_webhook_secret="whsec_x",
         public_url="http://carmenta.example.com",
     )
     assert settings.production_problems() == ["PUBLIC_URL must use https:// in production"]
