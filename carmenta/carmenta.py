@@ -6,7 +6,13 @@ from carmenta.api.routes import build_api
 from carmenta.components.layout import PAGES
 from carmenta.components.theme import GLOBAL_STYLE
 from carmenta.jobs.worker import inline_worker_lifespan
-from carmenta.pages import home, not_found  # noqa: F401  (registers the pages)
+from carmenta.pages import (  # noqa: F401  (registers the pages)
+    account,
+    home,
+    not_found,
+    sign_in,
+    sign_up,
+)
 
 app = rx.App(
     style=GLOBAL_STYLE,

@@ -15,7 +15,7 @@ from carmenta.files.models import StoredFile
 from carmenta.jobs.models import JobProgress
 from carmenta.knowledge.models import Document, DocumentLink
 from carmenta.memory.models import Memory
-from carmenta.users.models import User
+from carmenta.users.models import DeletedAccount, User
 
 metadata = SQLModel.metadata
 
@@ -26,6 +26,7 @@ __all__ = [
     "SessionHandoff",
     "WebhookEvent",
     "Conversation",
+    "DeletedAccount",
     "Document",
     "DocumentLink",
     "JobProgress",

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import reflex as rx
 
 from carmenta.components.sidebar import desktop_sidebar, mobile_sidebar
+from carmenta.settings import get_settings
+from carmenta.state.session import SessionState
 from carmenta.state.shell import ShellState
 
 
@@ -22,6 +24,36 @@ def color_mode_toggle() -> rx.Component:
         color_scheme="gray",
         aria_label="Switch between light and dark theme",
         data_testid="theme-toggle",
+    )
+
+
+def user_menu() -> rx.Component:
+    if get_settings().uses_clerk:
+        from carmenta.components import clerk
+
+        return clerk.user_button()
+    initial = rx.cond(SessionState.user_name != "", SessionState.user_name[0].upper(), "?")
+    return rx.menu.root(
+        rx.menu.trigger(
+            rx.button(
+                rx.avatar(fallback=initial, size="1", radius="full"),
+                rx.text(SessionState.user_name, size="2", display=["none", "inline"]),
+                rx.icon("chevron-down", size=14, aria_hidden="true"),
+                variant="ghost",
+                color_scheme="gray",
+                aria_label="Account menu",
+                data_testid="account-menu",
+            )
+        ),
+        rx.menu.content(
+            rx.box(
+                rx.text(SessionState.user_email, size="1", color_scheme="gray"),
+                padding="0.25rem 0.75rem",
+            ),
+            rx.menu.separator(),
+            rx.menu.item("Account", on_select=rx.redirect("/account")),
+            rx.menu.item("Sign out", on_select=SessionState.sign_out, color_scheme="red"),
+        ),
     )
 
 
@@ -40,6 +72,7 @@ def header(title: str) -> rx.Component:
             rx.heading(title, size="4", as_="h1", weight="medium"),
             rx.spacer(),
             color_mode_toggle(),
+            user_menu(),
             align="center",
             spacing="3",
             width="100%",
@@ -89,6 +122,32 @@ def shell(content: rx.Component, *, title: str) -> rx.Component:
     )
 
 
+def checking_session() -> rx.Component:
+    return rx.center(
+        rx.hstack(
+            rx.spinner(size="3"),
+            rx.text("Checking your session…", color_scheme="gray"),
+            align="center",
+            role="status",
+        ),
+        min_height="100dvh",
+        data_testid="checking-session",
+    )
+
+
+def with_auth_provider(content: rx.Component) -> rx.Component:
+    if get_settings().uses_clerk:
+        from carmenta.components import clerk
+
+        return clerk.provider(content)
+    return content
+
+
+def protected(content: rx.Component) -> rx.Component:
+    # Nothing of a protected page is drawn until the server has verified the session.
+    return with_auth_provider(rx.cond(SessionState.signed_in, content, checking_session()))
+
+
 @dataclass
 class PageSpec:
     route: str
@@ -101,11 +160,11 @@ PAGES: list[PageSpec] = []
 
 
 def page(*, route: str, title: str, on_load: list | None = None):
-    """Register a page that is drawn inside the app shell."""
+    """Register a page drawn inside the app shell, for signed-in people only."""
 
     def decorator(render: Callable[[], rx.Component]) -> Callable[[], rx.Component]:
         def wrapped() -> rx.Component:
-            return shell(render(), title=title)
+            return protected(shell(render(), title=title))
 
         wrapped.__name__ = render.__name__
         PAGES.append(
@@ -113,9 +172,23 @@ def page(*, route: str, title: str, on_load: list | None = None):
                 route=route,
                 title=title,
                 component=wrapped,
-                on_load=[ShellState.check_services, *(on_load or [])],
+                on_load=[SessionState.require_sign_in, ShellState.check_services, *(on_load or [])],
             )
         )
+        return render
+
+    return decorator
+
+
+def public_page(*, route: str, title: str, on_load: list | None = None):
+    """Register a page anyone may open (sign-in, sign-up); it draws its own frame."""
+
+    def decorator(render: Callable[[], rx.Component]) -> Callable[[], rx.Component]:
+        def wrapped() -> rx.Component:
+            return with_auth_provider(render())
+
+        wrapped.__name__ = render.__name__
+        PAGES.append(PageSpec(route=route, title=title, component=wrapped, on_load=on_load or []))
         return render
 
     return decorator

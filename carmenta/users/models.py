@@ -33,3 +33,12 @@ class User(SQLModel, table=True):
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
     last_seen_at: datetime | None = optional_timestamp()
+
+
+class DeletedAccount(SQLModel, table=True):
+    """The auth id of a deleted account, so a token still in flight cannot revive it."""
+
+    __tablename__ = "deleted_accounts"
+
+    external_auth_id: str = Field(sa_type=Text, primary_key=True)
+    deleted_at: datetime = created_at_field()

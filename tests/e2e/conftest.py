@@ -10,12 +10,23 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from carmenta.settings import PROJECT_ROOT
+from tests.e2e.pages import SignUpPage
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    password: str
+    storage_state: Path
+
 
 STARTUP_TIMEOUT_SECONDS = 600  # the first run also installs the frontend packages
 
@@ -128,24 +139,61 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser, app_server) -> Iterator[object]:
-    context = browser.new_context(base_url=app_server.url, viewport={"width": 1280, "height": 800})
+@pytest.fixture(scope="session")
+def account(browser, app_server, tmp_path_factory) -> Account:
+    """One account signed up through the UI per run; its signed-in state is reused."""
+    email = f"e2e-{uuid.uuid4().hex[:10]}@example.com"
+    created = Account(
+        email=email,
+        password="a long enough passphrase 42",
+        storage_state=tmp_path_factory.mktemp("auth") / "state.json",
+    )
+    context = browser.new_context(base_url=app_server.url)
     page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
+    page.set_default_timeout(20_000)
+    SignUpPage(page).open().sign_up(email=created.email, password=created.password, name="Ada")
+    page.wait_for_url(f"{app_server.url}/")
+    context.storage_state(path=str(created.storage_state))
+    context.close()
+    return created
+
+
+def _new_page(browser, app_server, **context_options):
+    context = browser.new_context(base_url=app_server.url, **context_options)
+    new_page = context.new_page()
+    new_page.set_default_timeout(15_000)
+    return context, new_page
+
+
+@pytest.fixture
+def page(browser, app_server, account) -> Iterator[object]:
+    """A signed-in page at desktop width."""
+    context, signed_in = _new_page(
+        browser,
+        app_server,
+        viewport={"width": 1280, "height": 800},
+        storage_state=str(account.storage_state),
+    )
+    yield signed_in
     context.close()
 
 
 @pytest.fixture
-def phone_page(browser, app_server) -> Iterator[object]:
-    context = browser.new_context(
-        base_url=app_server.url,
+def anonymous_page(browser, app_server) -> Iterator[object]:
+    context, anonymous = _new_page(browser, app_server, viewport={"width": 1280, "height": 800})
+    yield anonymous
+    context.close()
+
+
+@pytest.fixture
+def phone_page(browser, app_server, account) -> Iterator[object]:
+    context, phone = _new_page(
+        browser,
+        app_server,
         viewport={"width": 390, "height": 844},
         is_mobile=True,
         has_touch=True,
+        storage_state=str(account.storage_state),
     )
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
+    yield phone
     context.close()

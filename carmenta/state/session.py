@@ -1,0 +1,95 @@
+"""The signed-in user, decided on the server for every page load and every event.
+
+Handlers never trust a user id sent by the browser: `verified_user()` re-verifies the
+session token the connection carries (the HttpOnly cookie, or Clerk's token) each
+time it is called, so a revoked session stops working at its next event.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+import reflex as rx
+
+from carmenta.auth import builtin, cookies
+from carmenta.auth import service as auth_service
+from carmenta.settings import get_settings
+
+SIGN_IN_PATH = "/sign-in"
+
+
+class SessionState(rx.State):
+    auth_checked: bool = False
+    signed_in: bool = False
+    user_email: str = ""
+    user_name: str = ""
+    is_admin: bool = False
+    # Clerk mode: the latest session token Clerk's script handed over. Backend-only.
+    _clerk_token: str = ""
+
+    def _session_token(self) -> str | None:
+        settings = get_settings()
+        cookie_header = self.router.headers.cookie
+        if settings.uses_clerk:
+            return self._clerk_token or cookies.read_cookie(cookie_header, cookies.CLERK_COOKIE)
+        return cookies.read_cookie(cookie_header, cookies.session_cookie_name(settings))
+
+    async def verified_user(self) -> auth_service.AuthenticatedUser | None:
+        user = await auth_service.current_user(settings=get_settings(), token=self._session_token())
+        self.signed_in = user is not None
+        self.user_email = (user.email or "") if user else ""
+        self.user_name = (user.display_name or "") if user else ""
+        self.is_admin = bool(user and user.is_admin)
+        self.auth_checked = True
+        return user
+
+    def _current_path(self) -> str:
+        parts = urlsplit(str(self.router.url))
+        path = parts.path or "/"
+        return f"{path}?{parts.query}" if parts.query else path
+
+    @rx.event
+    async def require_sign_in(self):
+        """on_load of every protected page: signed-out visitors go to sign-in."""
+        if await self.verified_user() is None:
+            return rx.redirect(f"{SIGN_IN_PATH}?next={quote(self._current_path(), safe='')}")
+        return None
+
+    @rx.event
+    async def leave_if_signed_in(self):
+        """on_load of the sign-in and sign-up pages."""
+        if await self.verified_user() is not None:
+            return rx.redirect(self.return_path())
+        return None
+
+    def return_path(self) -> str:
+        query = dict(self.router.url.query_parameters) if self.router.url else {}
+        return cookies.safe_return_path(query.get("next"))
+
+    @rx.event
+    async def set_clerk_token(self, token: str):
+        """Clerk mode: Clerk's script reports a fresh session token (or none)."""
+        if not get_settings().uses_clerk or not isinstance(token, str):
+            return None
+        self._clerk_token = token[:8192]
+        await self.verified_user()
+        return None
+
+    @rx.event
+    async def sign_out(self):
+        user = await self.verified_user()
+        if user is not None and user.provider == builtin.AUTH_PROVIDER and user.session_id:
+            await auth_service.sign_out(session_id=user.session_id)
+        self.signed_in = False
+        self.user_email = self.user_name = ""
+        self.is_admin = False
+        self._clerk_token = ""
+        if get_settings().uses_clerk:
+            return rx.call_script(
+                "(window.Clerk ? window.Clerk.signOut() : Promise.resolve())"
+                f".finally(() => window.location.assign('{SIGN_IN_PATH}'))"
+            )
+        return rx.call_script(
+            "fetch('/auth/sign-out', {method: 'POST', credentials: 'same-origin'})"
+            f".finally(() => window.location.assign('{SIGN_IN_PATH}'))"
+        )

@@ -1,0 +1,68 @@
+"""Calling Reflex event handlers directly over the websocket, as an attacker could."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import socketio
+
+# The browser opens `io("<host>/_event", {path: "/_event"})`: "/_event" is both the
+# engine.io path and the socket.io namespace.
+NAMESPACE = "/_event"
+QUIET_SECONDS = 1.0
+
+
+async def call_handler(
+    *,
+    base_url: str,
+    handler: str,
+    payload: dict[str, Any],
+    cookie: str | None = None,
+    path: str = "/account",
+    timeout: float = 15.0,
+) -> list[dict[str, Any]]:
+    """Send one event to `handler` (a full Reflex event name); return every update.
+
+    Updates carry no end marker, so the call ends once the server has been quiet for
+    QUIET_SECONDS after its first update.
+    """
+    client = socketio.AsyncClient(reconnection=False)
+    updates: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    @client.on("event", namespace=NAMESPACE)
+    async def _on_update(update: dict[str, Any]) -> None:
+        updates.append(update)
+        arrived.set()
+
+    headers = {"Cookie": cookie} if cookie else {}
+    await client.connect(
+        f"{base_url}?token={uuid.uuid4()}",
+        socketio_path=NAMESPACE,
+        namespaces=[NAMESPACE],
+        transports=["websocket"],
+        headers=headers,
+        wait_timeout=timeout,
+    )
+    try:
+        await client.emit(
+            "event",
+            namespace=NAMESPACE,
+            data={
+                "name": handler,
+                "payload": payload,
+                "router_data": {"pathname": path, "asPath": path, "query": {}},
+            },
+        )
+        await asyncio.wait_for(arrived.wait(), timeout)
+        while True:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(arrived.wait(), QUIET_SECONDS)
+            except TimeoutError:
+                break
+    finally:
+        await client.disconnect()
+    return updates
