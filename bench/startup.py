@@ -33,8 +33,12 @@ def time_to_healthy(data_dir: Path, port: int) -> float:
     env.update({"DATA_DIR": str(data_dir), "PORT": str(port)})
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "carmenta", "run"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "carmenta", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         while True:
@@ -63,8 +67,10 @@ def main() -> None:
         cold = time_to_healthy(data_dir, port)
         warm = [time_to_healthy(data_dir, port) for _ in range(args.runs)]
     print(f"cold start (new data folder): {cold:.2f} s")
-    print(f"warm restart ({args.runs} runs): median {statistics.median(warm):.2f} s, "
-          f"max {max(warm):.2f} s")
+    print(
+        f"warm restart ({args.runs} runs): median {statistics.median(warm):.2f} s, "
+        f"max {max(warm):.2f} s"
+    )
 
 
 if __name__ == "__main__":

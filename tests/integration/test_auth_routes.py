@@ -33,8 +33,10 @@ async def _handoff_code() -> tuple[str, uuid.UUID]:
     settings = get_settings()
     async with db.session_scope() as session:
         auth_session = await builtin.sign_up(
-            session=session, settings=settings,
-            email=f"route-{uuid.uuid4().hex[:8]}@example.com", password="correct horse battery",
+            session=session,
+            settings=settings,
+            email=f"route-{uuid.uuid4().hex[:8]}@example.com",
+            password="correct horse battery",
         )
         code = await builtin.create_handoff(session=session, session_id=auth_session.id)
     return code, auth_session.id
@@ -68,8 +70,9 @@ async def test_a_code_posted_from_another_site_is_refused_and_not_consumed(clien
 @pytest.mark.parametrize("body", [b"not json", b'{"code": 42}', b"[]", b"x" * 5000])
 async def test_malformed_requests_get_clear_errors(client, body):
     response = await client.post(
-        "/auth/session", content=body, headers={"Origin": ORIGIN,
-                                                "Content-Type": "application/json"}
+        "/auth/session",
+        content=body,
+        headers={"Origin": ORIGIN, "Content-Type": "application/json"},
     )
     assert response.status_code in (400, 413)
     assert "error" in response.json()

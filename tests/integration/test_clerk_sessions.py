@@ -24,9 +24,11 @@ ORIGIN = "https://carmenta.example.com"
 
 @pytest.fixture
 def settings(tmp_path, database_url) -> Settings:
-    public_pem = CLERK_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        CLERK_KEY.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return Settings(
         _env_file=None,
         database_url=database_url,
@@ -42,8 +44,14 @@ def settings(tmp_path, database_url) -> Settings:
 def clerk_token(subject: str, **overrides) -> str:
     now = int(time.time())
     claims = {
-        "sub": subject, "sid": f"sess_{uuid.uuid4().hex[:10]}", "iss": ISSUER, "azp": ORIGIN,
-        "iat": now, "nbf": now - 5, "exp": now + 60, "v": 2,
+        "sub": subject,
+        "sid": f"sess_{uuid.uuid4().hex[:10]}",
+        "iss": ISSUER,
+        "azp": ORIGIN,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 60,
+        "v": 2,
     }
     claims.update(overrides)
     claims = {key: value for key, value in claims.items() if value is not None}
@@ -60,18 +68,23 @@ async def test_first_verified_request_creates_the_user_keyed_by_clerk_id(session
         session=session, settings=settings, token=clerk_token(subject)
     )
     assert again.user_id == first.user_id
-    rows = (await session.execute(
-        text("select auth_provider, email from users where external_auth_id = :sub"),
-        {"sub": subject},
-    )).all()
+    rows = (
+        await session.execute(
+            text("select auth_provider, email from users where external_auth_id = :sub"),
+            {"sub": subject},
+        )
+    ).all()
     assert rows == [("clerk", None)]
 
 
 async def test_admin_role_comes_from_clerk_metadata(session, settings):
     subject = f"user_{uuid.uuid4().hex[:12]}"
     await users_service.upsert_external_user(
-        session=session, external_auth_id=subject, auth_provider="clerk",
-        email="lead@example.com", is_admin=True,
+        session=session,
+        external_auth_id=subject,
+        auth_provider="clerk",
+        email="lead@example.com",
+        is_admin=True,
     )
     user = await auth_service.authenticate(
         session=session, settings=settings, token=clerk_token(subject)
@@ -94,9 +107,10 @@ async def test_bad_clerk_tokens_create_nobody(session, settings, overrides, why)
     subject = f"user_{uuid.uuid4().hex[:12]}"
     token = clerk_token(subject, **overrides)
     assert await auth_service.authenticate(session=session, settings=settings, token=token) is None
-    assert await users_service.get_user_by_external_id(
-        session=session, external_auth_id=subject
-    ) is None, why
+    assert (
+        await users_service.get_user_by_external_id(session=session, external_auth_id=subject)
+        is None
+    ), why
 
 
 async def test_a_token_of_a_deleted_clerk_user_is_refused_and_does_not_revive_them(
@@ -107,16 +121,21 @@ async def test_a_token_of_a_deleted_clerk_user_is_refused_and_does_not_revive_th
     user = await auth_service.authenticate(session=session, settings=settings, token=token)
     assert await users_service.delete_user_account(session=session, user_id=user.user_id)
     assert await auth_service.authenticate(session=session, settings=settings, token=token) is None
-    assert await users_service.get_user_by_external_id(
-        session=session, external_auth_id=subject
-    ) is None
+    assert (
+        await users_service.get_user_by_external_id(session=session, external_auth_id=subject)
+        is None
+    )
 
 
 async def test_a_builtin_token_is_not_accepted_in_clerk_mode(session, settings, tmp_path):
     own_key = keys.load_signing_key(pem=None, keys_dir=tmp_path / "own")
     forged = keys.sign_session_token(
-        signing_key=own_key, subject="local_x", session_id=str(uuid.uuid4()), issuer=ISSUER,
-        authorized_party=ORIGIN, issued_at=datetime.now(UTC),
+        signing_key=own_key,
+        subject="local_x",
+        session_id=str(uuid.uuid4()),
+        issuer=ISSUER,
+        authorized_party=ORIGIN,
+        issued_at=datetime.now(UTC),
         expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
     assert await auth_service.authenticate(session=session, settings=settings, token=forged) is None
