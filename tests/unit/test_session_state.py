@@ -12,5 +12,7 @@ def test_session_fields_have_no_setters_the_browser_could_call():
 
 
 def test_the_clerk_token_never_reaches_the_browser():
-    assert "_clerk_token" in SessionState._backend_vars
+    # A field whose name starts with "_" is backend-only: kept in the state, never sent.
+    assert "_clerk_token" in SessionState.get_fields()
     assert "_clerk_token" not in SessionState.vars
+    assert not any("clerk_token" in name for name in SessionState.vars)
