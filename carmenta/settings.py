@@ -77,6 +77,25 @@ class Settings(BaseSettings):
     # Key ring for service credentials (AES-256-GCM); production refuses to start without.
     encryption_keys: str | None = None
 
+    # Files. Supabase Storage when both are set, else the local store in DATA_DIR/storage.
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = None
+    supabase_bucket: str = "carmenta-files"
+    # Local store: the secret its signed URLs are made with (generated in DATA_DIR/keys
+    # when unset; set it when several app instances share one store).
+    storage_url_secret: str | None = None
+    signed_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    max_document_mb: int = Field(default=50, ge=1)
+    max_image_mb: int = Field(default=25, ge=1)
+    max_audio_mb: int = Field(default=25, ge=1)
+    storage_quota_mb: int = Field(default=2048, ge=1)
+    # Images larger than this many pixels are refused (decompression bombs).
+    max_image_pixels: int = Field(default=60_000_000, ge=1_000_000)
+    # Speech-to-text for audio files: an OpenAI-compatible /audio/transcriptions endpoint.
+    speech_api_url: str | None = None
+    speech_api_key: str | None = None
+    speech_model: str = "whisper-1"
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:
@@ -135,6 +154,14 @@ class Settings(BaseSettings):
                 if party.strip()
             ]
         return [self.app_url]
+
+    @property
+    def uses_supabase_storage(self) -> bool:
+        return bool(self.supabase_url and self.supabase_service_role_key)
+
+    @property
+    def local_storage_dir(self) -> Path:
+        return self.data_dir / "storage"
 
     @property
     def keys_dir(self) -> Path:

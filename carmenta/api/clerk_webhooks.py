@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from carmenta.auth import clerk_webhooks
 from carmenta.db import session_scope
 from carmenta.errors import ConfigurationError
+from carmenta.files import service as files_service  # noqa: F401  (deletes a user's files)
 from carmenta.settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from carmenta.api import auth
+from carmenta.api import auth, uploads
 from carmenta.api.clerk_webhooks import clerk_webhook
+from carmenta.api.file_objects import serve_object
 from carmenta.api.health import health
+from carmenta.files import service as files_service  # noqa: F401  (account cleanup hook)
 
 
 def build_api() -> Starlette:
@@ -17,5 +19,7 @@ def build_api() -> Starlette:
             Route("/auth/session", auth.create_session_cookie, methods=["POST"]),
             Route("/auth/sign-out", auth.sign_out, methods=["POST"]),
             Route("/webhooks/clerk", clerk_webhook, methods=["POST"]),
+            Route("/files/upload", uploads.upload_file, methods=["POST"]),
+            Route("/files/object/{key:path}", serve_object, methods=["GET", "HEAD"]),
         ]
     )

@@ -42,6 +42,24 @@ def conversation_list() -> rx.Component:
     )
 
 
+def nav_link(label: str, href: str, icon: str) -> rx.Component:
+    return rx.link(
+        rx.hstack(
+            rx.icon(icon, size=16, aria_hidden="true"),
+            rx.text(label, size="2"),
+            align="center",
+            spacing="2",
+            padding="0.4rem 0.5rem",
+            border_radius="var(--radius-2)",
+            _hover={"background": "var(--gray-a3)"},
+        ),
+        href=href,
+        color="inherit",
+        underline="none",
+        width="100%",
+    )
+
+
 def sidebar_content() -> rx.Component:
     return rx.vstack(
         brand(),
@@ -55,6 +73,12 @@ def sidebar_content() -> rx.Component:
         ),
         conversation_list(),
         rx.spacer(),
+        rx.vstack(
+            nav_link("Files", "/files", "folder"),
+            nav_link("Account", "/account", "user-round"),
+            spacing="1",
+            width="100%",
+        ),
         spacing="4",
         height="100%",
         width="100%",

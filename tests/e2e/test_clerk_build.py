@@ -17,8 +17,14 @@ from carmenta.settings import PROJECT_ROOT
 
 
 def _copy_project(destination) -> None:
+    # Tracked files and new ones not yet committed; never ignored ones (.venv, .data).
     tracked = (
-        subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT_ROOT, capture_output=True, check=True)
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            check=True,
+        )
         .stdout.decode()
         .split("\0")
     )
