@@ -153,7 +153,7 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget }) {
   };
 
   return (
-    <div data-testid="file-uploader">
+    <div data-testid="file-uploader" style={{ width: "100%" }}>
       <div
         style={zoneStyle}
         data-testid="drop-zone"

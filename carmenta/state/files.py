@@ -73,6 +73,7 @@ class FilesState(SessionState):
                 async with self:
                     await self._reload()
                     if not self.processing_count:
+                        self.notice = ""
                         break
         finally:
             async with self:
