@@ -9,7 +9,7 @@ from carmenta.auth.models import (
     SessionHandoff,
     WebhookEvent,
 )
-from carmenta.connections.models import OAuthState, ServiceConnection
+from carmenta.connections.models import ConnectionEvent, OAuthState, ServiceConnection
 from carmenta.conversations.models import Conversation, Message
 from carmenta.files.models import StoredFile
 from carmenta.jobs.models import JobProgress
@@ -25,6 +25,7 @@ __all__ = [
     "PasswordCredential",
     "SessionHandoff",
     "WebhookEvent",
+    "ConnectionEvent",
     "Conversation",
     "DeletedAccount",
     "Document",

@@ -77,6 +77,30 @@ class Settings(BaseSettings):
     # Key ring for service credentials (AES-256-GCM); production refuses to start without.
     encryption_keys: str | None = None
 
+    # Service connections (OAuth apps registered by the operator). A provider shows as
+    # connectable when its client id and secret are set.
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    slack_signing_secret: str | None = None
+    google_client_id: str | None = None
+    google_client_secret: str | None = None
+    notion_client_id: str | None = None
+    notion_client_secret: str | None = None
+    github_client_id: str | None = None
+    github_client_secret: str | None = None
+    github_webhook_secret: str | None = None
+    dropbox_client_id: str | None = None
+    dropbox_client_secret: str | None = None
+    # Any OpenID Connect provider, discovered from its issuer (a company's own server).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_name: str = "Single sign-on account"
+    oidc_scopes: str = "openid email profile offline_access"
+    # JSON object: provider id -> {"authorize_url", "token_url", "revoke_url", "api_base"},
+    # for self-hosted instances (GitHub Enterprise, say) and local test servers.
+    oauth_endpoint_overrides: str | None = None
+
     # Files. Supabase Storage when both are set, else the local store in DATA_DIR/storage.
     supabase_url: str | None = None
     supabase_service_role_key: str | None = None

@@ -101,3 +101,36 @@ class OAuthState(SQLModel, table=True):
     return_path: str = defaulted("/", sa_type=Text)
     created_at: datetime = created_at_field()
     expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False, index=True)
+
+
+class ConnectionEventType(StrEnum):
+    connected = "connected"
+    reconnected = "reconnected"
+    refreshed = "refreshed"
+    refresh_failed = "refresh_failed"
+    needs_reauth = "needs_reauth"
+    revoked = "revoked"
+    disconnected = "disconnected"
+
+
+class ConnectionEvent(SQLModel, table=True):
+    """The audit trail of a connection: what happened, when, and who caused it."""
+
+    __tablename__ = "connection_events"
+    __table_args__ = (
+        CheckConstraint("source IN ('user', 'system', 'provider')", name="source"),
+        Index("ix_connection_events_owner_created", "owner_id", "created_at"),
+    )
+
+    id: uuid.UUID = uuid_primary_key()
+    owner_id: uuid.UUID = owner_key()
+    # Kept after the connection is deleted, so a disconnect stays on record.
+    connection_id: uuid.UUID | None = Field(
+        default=None, foreign_key="service_connections.id", ondelete="SET NULL", index=True
+    )
+    provider: str = Field(sa_type=Text, nullable=False)
+    account_id: str | None = Field(default=None, sa_type=Text)
+    event: str = Field(sa_type=Text, nullable=False)
+    source: str = Field(sa_type=Text, nullable=False)
+    detail: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = created_at_field()
