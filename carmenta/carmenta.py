@@ -8,6 +8,7 @@ from carmenta.components.theme import GLOBAL_STYLE
 from carmenta.jobs.worker import inline_worker_lifespan
 from carmenta.pages import (  # noqa: F401  (registers the pages)
     account,
+    connections,
     files,
     home,
     not_found,

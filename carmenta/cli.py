@@ -49,12 +49,45 @@ def _check(_: argparse.Namespace) -> None:
     print(f"The configuration is valid ({settings.carmenta_env.value}).")
 
 
+def _rotate_keys(_: argparse.Namespace) -> None:
+    import asyncio
+
+    from carmenta import launcher
+
+    settings = launcher.load_settings()
+    launcher.refuse_unsafe_production(settings)
+    with launcher.database(settings):
+        from carmenta.connections.service import rotate_encryption
+        from carmenta.db import dispose_engine
+
+        async def rotate():
+            try:
+                return await rotate_encryption(
+                    on_batch=lambda count: count and print(f"  re-encrypted {count}…", flush=True)
+                )
+            finally:
+                await dispose_engine()
+
+        report = asyncio.run(rotate())
+    print(f"Re-encrypted {report.rotated} stored secrets under key {report.key_id!r}.")
+    if report.unreadable:
+        raise CarmentaError(
+            f"{len(report.unreadable)} stored secrets could not be decrypted with any key in "
+            "ENCRYPTION_KEYS and were left as they are (see the log for which rows); "
+            "add the missing key to the ring and run rotate-keys again"
+        )
+
+
 COMMANDS = {
     "run": (_run, "start the app (embedded database unless DATABASE_URL is set)"),
     "migrate": (_migrate, "apply the database migrations"),
     "build": (_build, "build the web interface if the code changed"),
     "worker": (_worker, "run a background job worker"),
     "check": (_check, "validate the configuration"),
+    "rotate-keys": (
+        _rotate_keys,
+        "re-encrypt stored credentials under the first ENCRYPTION_KEYS key",
+    ),
 }
 
 

@@ -14,9 +14,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from carmenta.auth import clerk_webhooks
+
+# Imported for their account-cleanup hooks: a deleted user's files and service tokens.
+from carmenta.connections import service as connections_service  # noqa: F401
 from carmenta.db import session_scope
 from carmenta.errors import ConfigurationError
-from carmenta.files import service as files_service  # noqa: F401  (deletes a user's files)
+from carmenta.files import service as files_service  # noqa: F401
 from carmenta.settings import get_settings
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from carmenta.api import auth, uploads
+from carmenta.api import auth, connections, provider_webhooks, uploads
 from carmenta.api.clerk_webhooks import clerk_webhook
 from carmenta.api.file_objects import serve_object
 from carmenta.api.health import health
@@ -19,6 +19,10 @@ def build_api() -> Starlette:
             Route("/auth/session", auth.create_session_cookie, methods=["POST"]),
             Route("/auth/sign-out", auth.sign_out, methods=["POST"]),
             Route("/webhooks/clerk", clerk_webhook, methods=["POST"]),
+            Route("/webhooks/slack", provider_webhooks.slack_webhook, methods=["POST"]),
+            Route("/webhooks/github", provider_webhooks.github_webhook, methods=["POST"]),
+            Route("/connections/{provider}/authorize", connections.authorize, methods=["GET"]),
+            Route("/connections/{provider}/callback", connections.callback, methods=["GET"]),
             Route("/files/upload", uploads.upload_file, methods=["POST"]),
             Route("/files/object/{key:path}", serve_object, methods=["GET", "HEAD"]),
         ]

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse
 
 from carmenta import db
 from carmenta.api.auth import _same_origin
-from carmenta.auth import cookies
+from carmenta.api.request_user import request_token
 from carmenta.auth import service as auth_service
 from carmenta.files import detect
 from carmenta.files import service as files_service
@@ -81,14 +81,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(
         {"error": message}, status_code=status, headers={"Cache-Control": "no-store"}
     )
-
-
-def _token(request: Request, settings: Settings) -> str | None:
-    authorization = request.headers.get("authorization")
-    if authorization and authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    name = cookies.CLERK_COOKIE if settings.uses_clerk else cookies.session_cookie_name(settings)
-    return cookies.read_cookie(request.headers.get("cookie"), name)
 
 
 def _file_name(header: str | None) -> str:
@@ -218,7 +210,7 @@ async def upload_file(request: Request) -> JSONResponse:
     settings = get_settings()
     if not _same_origin(request, settings):
         return await _refuse(request, 403, "This request must come from Carmenta's own pages.")
-    token = _token(request, settings)
+    token = request_token(request, settings)
     async with db.session_scope() as session:
         user = await auth_service.authenticate(session=session, settings=settings, token=token)
         used = 0

@@ -21,7 +21,11 @@ from carmenta.db import configured_database_url, libpq_url
 
 # Modules whose tasks every worker must know. A feature that adds tasks lists its
 # module here, or its jobs fail with "task not found" on workers that never imported it.
-TASK_MODULES: tuple[str, ...] = ("carmenta.jobs.tasks", "carmenta.files.tasks")
+TASK_MODULES: tuple[str, ...] = (
+    "carmenta.jobs.tasks",
+    "carmenta.files.tasks",
+    "carmenta.connections.tasks",
+)
 
 # Queue connections are used one query at a time (fetch, heartbeat, finish), never
 # held while a task runs, so a few serve any worker concurrency. LISTEN/NOTIFY uses

@@ -100,15 +100,17 @@ def file_row(item: dict) -> rx.Component:
             flex="1",
         ),
         rx.hstack(
-            rx.link(
+            # A full page load: the file is served by the backend, not by a page of the app.
+            rx.el.a(
                 rx.icon_button(
                     rx.icon("download", size=16),
                     variant="ghost",
-                    aria_label="Download " + item["name"],
                     tab_index=-1,
+                    aria_hidden="true",
                 ),
                 href=item["download_url"],
                 aria_label="Download " + item["name"],
+                custom_attrs={"reloadDocument": True},
             ),
             rx.icon_button(
                 rx.icon("trash-2", size=16),

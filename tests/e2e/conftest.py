@@ -19,6 +19,7 @@ import pytest
 
 from carmenta.settings import PROJECT_ROOT
 from tests.e2e.pages import SignUpPage
+from tests.oidc_mock import OidcPeer, running_oidc_provider
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,23 @@ class RunningApp:
 
 
 @pytest.fixture(scope="session")
-def app_server(postgres_server, tmp_path_factory) -> Iterator[RunningApp]:
+def app_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(app_port) -> Iterator[OidcPeer]:
+    """A real OpenID Connect provider the app is configured to connect to."""
+    callback = f"http://localhost:{app_port}/connections/oidc/callback"
+    with running_oidc_provider(redirect_uris=[callback]) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def app_server(postgres_server, tmp_path_factory, app_port, oidc_provider) -> Iterator[RunningApp]:
     data_dir = tmp_path_factory.mktemp("e2e-data")
     log_path = data_dir / "app.log"
-    port = _free_port()
+    port = app_port
     with postgres_server.throwaway_database() as database_url:
         env = {
             **os.environ,
@@ -80,6 +94,10 @@ def app_server(postgres_server, tmp_path_factory) -> Iterator[RunningApp]:
             "PORT": str(port),
             "PUBLIC_URL": f"http://localhost:{port}",
             "CARMENTA_ENV": "development",
+            "OIDC_ISSUER": oidc_provider.url,
+            "OIDC_CLIENT_ID": oidc_provider.client_id,
+            "OIDC_CLIENT_SECRET": oidc_provider.client_secret,
+            "OIDC_NAME": "Acme SSO",
         }
         with log_path.open("w") as log:
             process = subprocess.Popen(
