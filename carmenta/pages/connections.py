@@ -196,7 +196,7 @@ def disconnect_dialog() -> rx.Component:
 def api_key_dialog() -> rx.Component:
     return rx.dialog.root(
         rx.dialog.content(
-            rx.dialog.title("Add a ", ConnectionsState.key_provider_name, " key"),
+            rx.dialog.title("API key for ", ConnectionsState.key_provider_name),
             rx.dialog.description(ConnectionsState.key_hint, size="2", color_scheme="gray"),
             rx.form(
                 rx.vstack(

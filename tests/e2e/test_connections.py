@@ -93,6 +93,12 @@ def test_connect_through_the_authorization_server_then_disconnect(
 
 
 def test_add_an_api_key_checked_against_the_provider(page, account, app_server, models_server):
+    # Everything the server sends to the browser, to prove the key never comes back.
+    received: list[str] = []
+    page.on(
+        "websocket",
+        lambda socket: socket.on("framereceived", lambda payload: received.append(str(payload))),
+    )
     page.goto("/connections")
     card = page.get_by_test_id("provider-card").filter(has_text="OpenAI-compatible")
     card.get_by_role("button", name=re.compile("^Add a key for")).click()
@@ -116,3 +122,5 @@ def test_add_an_api_key_checked_against_the_provider(page, account, app_server, 
     stored = _connections_of(app_server, account.email)
     assert [provider for provider, _, _ in stored] == ["openai_compatible"]
     assert GOOD_KEY not in stored[0][2]
+    assert received, "no websocket traffic was observed"
+    assert not any(GOOD_KEY in frame for frame in received)
