@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -207,3 +207,54 @@ async def delete_account_files(*, session: AsyncSession, user_id: uuid.UUID) -> 
 
 # Not best effort: an account must not disappear while its files stay in the store.
 register_account_cleanup(delete_account_files, best_effort=False)
+
+
+# An object is an orphan when no row names it this long after it was written: long
+# enough that an upload still between storing and committing is never mistaken for one.
+ORPHAN_GRACE = timedelta(hours=1)
+STALE_TEMP_AGE = timedelta(days=1)
+
+
+async def sweep_orphans(*, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """Delete stored folders whose row is gone, and old scratch files.
+
+    An upload stores its object before its row commits, so a crash between the two
+    leaves an object no row names; this finds and removes such objects.
+    """
+    from carmenta import db
+    from carmenta.files.processing import temp_root
+
+    now = now or datetime.now(UTC)
+    store = storage_for(settings)
+    candidates: list[tuple[str, uuid.UUID]] = []
+    async for prefix, changed in store.file_folders():
+        _, _, name = prefix.partition("/")
+        try:
+            file_id = uuid.UUID(name)
+        except ValueError:
+            continue
+        if now - changed >= ORPHAN_GRACE:
+            candidates.append((prefix, file_id))
+    removed = 0
+    if candidates:
+        async with db.session_scope() as session:
+            known = set(
+                (
+                    await session.execute(
+                        select(StoredFile.id).where(
+                            col(StoredFile.id).in_([file_id for _, file_id in candidates])
+                        )
+                    )
+                ).scalars()
+            )
+        for prefix, file_id in candidates:
+            if file_id not in known:
+                await store.delete_prefix(prefix=prefix)
+                removed += 1
+    stale = 0
+    for entry in temp_root(settings).iterdir():
+        modified = datetime.fromtimestamp(entry.stat().st_mtime, UTC)
+        if entry.is_file() and now - modified >= STALE_TEMP_AGE:
+            entry.unlink(missing_ok=True)
+            stale += 1
+    return {"orphans_removed": removed, "stale_temp_files_removed": stale}

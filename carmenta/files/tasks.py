@@ -40,3 +40,12 @@ async def process(context: JobContext, *, file_id: str) -> dict[str, Any]:
         # The last try records the failure on the file instead of raising.
         final_attempt=context.job.attempts >= MAX_RETRIES,
     )
+
+
+@job_app.periodic(cron="23 * * * *", periodic_id="hourly")
+@job_app.task(name="files.sweep_orphans", queue="maintenance", queueing_lock="files.sweep_orphans")
+async def sweep_orphans(timestamp: int) -> dict[str, int]:
+    """Hourly: stored objects without a row (a crash mid-upload) and stale scratch files."""
+    from carmenta.files.service import sweep_orphans as sweep
+
+    return await sweep(settings=get_settings())

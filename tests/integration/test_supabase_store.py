@@ -6,6 +6,7 @@ import io
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -223,3 +224,17 @@ async def test_get_storage_picks_supabase_when_configured(peer):
     assert isinstance(found, SupabaseStore)
     assert found.bucket == "configured"
     assert get_storage(settings) is found
+
+
+async def test_file_folders_lists_each_users_file_folders_with_their_age(store, photo):
+    user, first, second = (str(uuid.uuid4()) for _ in range(3))
+    await store.put_file(key=f"{user}/{first}/original", path=photo, content_type="image/jpeg")
+    await store.put_file(
+        key=f"{user}/{first}/thumbnail.webp", path=photo, content_type="image/webp"
+    )
+    await store.put_file(key=f"{user}/{second}/original", path=photo, content_type="image/jpeg")
+    listed = {prefix: changed async for prefix, changed in store.file_folders()}
+    assert {f"{user}/{first}", f"{user}/{second}"} <= set(listed)
+    for prefix in (f"{user}/{first}", f"{user}/{second}"):
+        assert listed[prefix].tzinfo is not None
+        assert abs((datetime.now(UTC) - listed[prefix]).total_seconds()) < 600

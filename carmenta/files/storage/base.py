@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -122,6 +123,9 @@ class StorageBackend(Protocol):
 
     async def delete_prefix(self, *, prefix: str) -> None:
         """Delete every object under `prefix` (an original and all its variants); idempotent."""
+
+    def file_folders(self) -> AsyncIterator[tuple[str, datetime]]:
+        """Every `{user_id}/{file_id}` folder in the store, with when it last changed."""
 
     async def signed_url(
         self,

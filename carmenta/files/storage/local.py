@@ -32,6 +32,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -212,6 +213,12 @@ class LocalStore:
             meta.unlink()
         _prune_empty_parents(meta.parent, stop=self.root / _META_DIR)
 
+    async def file_folders(self) -> AsyncIterator[tuple[str, datetime]]:
+        for user_dir in await asyncio.to_thread(_subfolders, self.root):
+            for file_dir in await asyncio.to_thread(_subfolders, user_dir):
+                changed = datetime.fromtimestamp(file_dir.stat().st_mtime, UTC)
+                yield f"{user_dir.name}/{file_dir.name}", changed
+
     async def signed_url(
         self,
         *,
@@ -352,6 +359,16 @@ def _clean_content_type(value: str) -> str:
     if len(value) > 200 or not _CONTENT_TYPE.fullmatch(value):
         return DEFAULT_CONTENT_TYPE
     return value
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    # Names starting with "." hold the store's own bookkeeping (metadata, variants).
+    try:
+        return [
+            entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith(".")
+        ]
+    except FileNotFoundError:
+        return []
 
 
 def _stat_or_none(path: Path) -> os.stat_result | None:

@@ -26,6 +26,7 @@ import os
 import tempfile
 import weakref
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -128,6 +129,23 @@ class SupabaseStore:
             for start in range(0, len(names), _BATCH):
                 await connection.bucket.remove(names[start : start + _BATCH])
 
+    async def file_folders(self) -> AsyncIterator[tuple[str, datetime]]:
+        connection = await self._connection()
+        with _translated_errors():
+            for user in await _entries(connection, ""):
+                if user.get("id") is not None:
+                    continue
+                for folder in await _entries(connection, user["name"]):
+                    if folder.get("id") is not None:
+                        continue
+                    prefix = f"{user['name']}/{folder['name']}"
+                    stamps = [
+                        datetime.fromisoformat(item["updated_at"].replace("Z", "+00:00"))
+                        for item in await _entries(connection, prefix)
+                        if item.get("updated_at")
+                    ]
+                    yield prefix, max(stamps, default=datetime.now(UTC))
+
     async def signed_url(
         self,
         *,
@@ -228,6 +246,20 @@ async def _ensure_private_bucket(storage: Any, bucket: str) -> None:
             f"The Supabase bucket {bucket!r} is public: make it private in the Supabase "
             "dashboard (Storage > bucket settings), or set SUPABASE_BUCKET to another bucket"
         )
+
+
+async def _entries(connection: _Connection, folder: str) -> list[dict]:
+    entries: list[dict] = []
+    offset = 0
+    while True:
+        page = await connection.bucket.list(
+            folder,
+            {"limit": _BATCH, "offset": offset, "sortBy": {"column": "name", "order": "asc"}},
+        )
+        entries.extend(page)
+        if len(page) < _BATCH:
+            return entries
+        offset += _BATCH
 
 
 async def _list_below(connection: _Connection, folder: str) -> list[str]:
