@@ -19,6 +19,19 @@ STATUS_LABELS = {
 }
 
 
+EVENT_LABELS = {
+    "connected": "Connected",
+    "reconnected": "Reconnected",
+    "refreshed": "Access renewed",
+    "refresh_failed": "Renewal failed",
+    "needs_reauth": "Needs reconnect",
+    "revoked": "Revoked",
+    "disconnected": "Disconnected",
+}
+SOURCE_LABELS = {"user": "by you", "system": "automatically", "provider": "by the provider"}
+HISTORY_LENGTH = 5
+
+
 @dataclass
 class AccountItem:
     id: str = ""
@@ -27,6 +40,8 @@ class AccountItem:
     status: str = ""
     status_label: str = ""
     detail: str = ""
+    # The latest entries of the connection's audit trail, newest first.
+    history: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -35,6 +50,7 @@ class ProviderCard:
     name: str = ""
     description: str = ""
     icon: str = "plug"
+    logo: str = ""
     auth_type: str = "oauth"
     configured: bool = False
     needs_base_url: bool = False
@@ -64,6 +80,19 @@ def _aggregate_status(accounts: list[AccountItem]) -> str:
 async def provider_cards(*, owner_id: uuid.UUID, settings: Settings) -> list[ProviderCard]:
     async with db.session_scope() as session:
         views = await connections_service.list_connections(session=session, owner_id=owner_id)
+        events = await connections_service.connection_events(
+            session=session, owner_id=owner_id, limit=HISTORY_LENGTH * max(1, len(views))
+        )
+    history: dict[str, list[str]] = {}
+    for event in events:
+        if event.connection_id is None:
+            continue
+        entries = history.setdefault(str(event.connection_id), [])
+        if len(entries) < HISTORY_LENGTH:
+            when = event.created_at.strftime("%d %b %Y, %H:%M UTC")
+            what = EVENT_LABELS.get(event.event, event.event)
+            who = SOURCE_LABELS.get(event.source, event.source)
+            entries.append(f"{when} · {what} {who}")
     cards = []
     for provider in registry.all_providers(settings):
         accounts = [
@@ -74,6 +103,7 @@ async def provider_cards(*, owner_id: uuid.UUID, settings: Settings) -> list[Pro
                 status=view.status,
                 status_label=STATUS_LABELS.get(view.status, view.status),
                 detail=view.last_error or "",
+                history=history.get(str(view.id), []),
             )
             for view in views
             if view.provider == provider.id
@@ -85,6 +115,7 @@ async def provider_cards(*, owner_id: uuid.UUID, settings: Settings) -> list[Pro
                 name=provider.name,
                 description=provider.description,
                 icon=provider.icon,
+                logo=provider.logo or "",
                 auth_type=provider.auth_type,
                 configured=registry.is_configured(provider, settings),
                 needs_base_url=provider.needs_base_url,

@@ -33,6 +33,17 @@ def account_row(account: AccountItem, provider: ProviderCard) -> rx.Component:
                 wrap="wrap",
             ),
             rx.cond(account.detail != "", rx.text(account.detail, size="1", color_scheme="red")),
+            rx.cond(
+                account.history.length() > 0,
+                rx.el.details(
+                    rx.el.summary(rx.text("History", size="1", color_scheme="gray", as_="span")),
+                    rx.foreach(
+                        account.history,
+                        lambda entry: rx.text(entry, size="1", color_scheme="gray"),
+                    ),
+                    data_testid="account-history",
+                ),
+            ),
             spacing="1",
             align="start",
             flex="1",
@@ -117,7 +128,11 @@ def provider_card(provider: ProviderCard) -> rx.Component:
         rx.vstack(
             rx.hstack(
                 rx.center(
-                    rx.icon(provider.icon, size=22),
+                    rx.cond(
+                        provider.logo != "",
+                        rx.image(src=provider.logo, alt="", width="28px", height="28px"),
+                        rx.icon(provider.icon, size=22),
+                    ),
                     width="40px",
                     height="40px",
                     border_radius="var(--radius-3)",

@@ -81,6 +81,10 @@ def test_connect_through_the_authorization_server_then_disconnect(
         ("oidc", True)
     ]
 
+    history = row.get_by_test_id("account-history")
+    history.get_by_text("History").click()
+    expect(history).to_contain_text("Connected by you")
+
     row.get_by_role("button", name=re.compile("^Test ")).click()
     expect(page.get_by_role("status").filter(has_text="The connection works.")).to_be_visible()
 

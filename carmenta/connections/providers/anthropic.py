@@ -59,6 +59,7 @@ def build(
         description="Claude models, billed to your own Anthropic account.",
         auth_type="api_key",
         icon="sparkles",
+        logo="/providers/anthropic.svg",
         endpoints=endpoints,
         validate_api_key=validate_api_key,
         needs_base_url=False,

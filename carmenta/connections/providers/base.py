@@ -51,8 +51,10 @@ class ProviderSpec:
     name: str
     description: str
     auth_type: AuthType
-    # Lucide icon name shown on the Connections page.
+    # Lucide icon name shown on the Connections page when there is no logo.
     icon: str = "plug"
+    # The provider's logo, an asset path such as "/providers/slack.svg".
+    logo: str | None = None
     endpoints: Endpoints = Endpoints()
     scopes: tuple[str, ...] = ()
     # Slack asks for user scopes under `user_scope`, never `scope`.

@@ -65,6 +65,7 @@ def build(
         description="Find, read and save files in your Dropbox.",
         auth_type="oauth",
         icon="box",
+        logo="/providers/dropbox.svg",
         endpoints=endpoints,
         scopes=SCOPES,
         extra_authorize_params={"token_access_type": "offline"},

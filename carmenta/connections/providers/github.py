@@ -65,6 +65,7 @@ def build(
         description="Repositories, issues and pull requests you can reach.",
         auth_type="oauth",
         icon="git-pull-request",
+        logo="/providers/github.svg",
         endpoints=endpoints,
         scopes=(),
         token_auth_method="client_secret_post",  # noqa: S106 (a method name)

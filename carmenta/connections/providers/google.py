@@ -63,6 +63,7 @@ def build(
         description="Gmail, Google Calendar and Google Drive.",
         auth_type="oauth",
         icon="mail",
+        logo="/providers/google.svg",
         endpoints=endpoints,
         scopes=SCOPES,
         extra_authorize_params={

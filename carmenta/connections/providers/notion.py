@@ -87,6 +87,7 @@ def build(
         description="Read and write the Notion pages and databases you share.",
         auth_type="oauth",
         icon="notebook",
+        logo="/providers/notion.svg",
         endpoints=endpoints,
         scopes=(),
         extra_authorize_params={"owner": "user"},

@@ -51,6 +51,7 @@ PROVIDER = ProviderSpec(
     description="OpenAI, or any service or local server with the same API.",
     auth_type="api_key",
     icon="bot",
+    logo="/providers/openai_compatible.svg",
     endpoints=Endpoints(),
     validate_api_key=validate_api_key,
     needs_base_url=True,

@@ -137,6 +137,7 @@ def build(
         description="Search your workspace, read conversations and send messages as you.",
         auth_type="oauth",
         icon="message-square-text",
+        logo="/providers/slack.svg",
         endpoints=endpoints,
         scopes=USER_SCOPES,
         scope_param="user_scope",
