@@ -13,7 +13,7 @@ from carmenta.connections.models import ConnectionEvent, OAuthState, ServiceConn
 from carmenta.conversations.models import Conversation, Message
 from carmenta.files.models import StoredFile
 from carmenta.jobs.models import JobProgress
-from carmenta.knowledge.models import Document, DocumentLink
+from carmenta.knowledge.models import Document, DocumentChunk, DocumentLink
 from carmenta.memory.models import Memory
 from carmenta.users.models import DeletedAccount, User
 
@@ -29,6 +29,7 @@ __all__ = [
     "Conversation",
     "DeletedAccount",
     "Document",
+    "DocumentChunk",
     "DocumentLink",
     "JobProgress",
     "Memory",

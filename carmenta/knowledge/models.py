@@ -4,7 +4,8 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Column, Computed, Index, Text
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import CheckConstraint, Column, Computed, Index, Integer, Text, cast
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, SQLModel
 
@@ -12,6 +13,7 @@ from carmenta.db import Ltree
 from carmenta.model_fields import (
     created_at_field,
     defaulted,
+    optional_timestamp,
     owner_key,
     updated_at_field,
     uuid_primary_key,
@@ -47,6 +49,13 @@ class Document(SQLModel, table=True):
         Index("uq_documents_owner_path", "owner_id", "path", unique=True),
         Index("ix_documents_path_gist", "path", postgresql_using="gist"),
         Index("ix_documents_search_vector", "search_vector", postgresql_using="gin"),
+        # Trigram index: a misspelt title still finds its document.
+        Index(
+            "ix_documents_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ),
     )
 
     id: uuid.UUID = uuid_primary_key()
@@ -84,4 +93,46 @@ class DocumentLink(SQLModel, table=True):
         default=None, foreign_key="documents.id", ondelete="SET NULL", index=True
     )
     link_text: str = Field(sa_type=Text, nullable=False)
+    created_at: datetime = created_at_field()
+
+
+# Paths are matched as text too, so a misspelt label still finds its document.
+Index(
+    "ix_documents_path_text_trgm",
+    cast(Document.__table__.c.path, Text).label("path_text"),  # type: ignore[attr-defined]
+    postgresql_using="gin",
+    postgresql_ops={"path_text": "gin_trgm_ops"},
+)
+
+
+# Dimensions of the local embedding model; the same as memories use.
+CHUNK_EMBEDDING_DIMENSIONS = 384
+
+
+class DocumentChunk(SQLModel, table=True):
+    """A passage of a document, embedded for semantic search.
+
+    A chunk without an embedding is waiting for the embedding job.
+    """
+
+    __tablename__ = "document_chunks"
+    __table_args__ = (
+        Index("uq_document_chunks_document_ordinal", "document_id", "ordinal", unique=True),
+        Index(
+            "ix_document_chunks_embedding_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+    )
+
+    id: uuid.UUID = uuid_primary_key()
+    owner_id: uuid.UUID = owner_key()
+    document_id: uuid.UUID = Field(foreign_key="documents.id", ondelete="CASCADE", nullable=False)
+    ordinal: int = Field(sa_type=Integer, nullable=False)
+    content: str = Field(sa_type=Text, nullable=False)
+    embedding: list[float] | None = Field(
+        default=None, sa_column=Column(Vector(CHUNK_EMBEDDING_DIMENSIONS), nullable=True)
+    )
+    embedded_at: datetime | None = optional_timestamp()
     created_at: datetime = created_at_field()

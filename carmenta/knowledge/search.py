@@ -1,0 +1,133 @@
+"""Searching the user's documents: full text, plus trigram matching for typos.
+
+The full-text part uses the GIN index on the generated `search_vector` with
+`websearch_to_tsquery`, which accepts anything a person types (operators and quotes
+included) without raising. Titles and paths are also compared by trigram word
+similarity, so "Sarha" still finds "Sarah O'Neil".
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from carmenta.knowledge.paths import InvalidPath, validate_path
+
+MAX_QUERY_CHARS = 500
+MAX_LIMIT = 100
+# word_similarity of a five-letter word with one transposition is 0.5; 0.45 admits
+# that and keeps unrelated titles out.
+TITLE_SIMILARITY_THRESHOLD = 0.45
+# A typo match counts for less than a full-text match of the same strength.
+SIMILARITY_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: uuid.UUID
+    path: str
+    title: str
+    snippet: str
+    rank: float
+    matched_by: str  # "text" or "title_similarity"
+
+
+def clean_query(query: str) -> str:
+    """The query as safe text: valid UTF-8, no control characters, bounded length."""
+    # Lone surrogates cannot be sent to the database; NUL is refused by PostgreSQL.
+    text_ = query.encode("utf-8", "replace").decode("utf-8")
+    text_ = "".join(" " if unicodedata.category(char).startswith("C") else char for char in text_)
+    return " ".join(text_.split())[:MAX_QUERY_CHARS]
+
+
+_SEARCH_SQL = text(
+    """
+    with q as (select websearch_to_tsquery('english', :query) as tsq),
+    text_hits as (
+        select d.id, ts_rank_cd(d.search_vector, q.tsq, 32) as rank
+          from documents d, q
+         where d.owner_id = :owner
+           and d.search_vector @@ q.tsq
+           and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+    ),
+    fuzzy_hits as (
+        select d.id,
+               greatest(word_similarity(:query, d.title),
+                        word_similarity(:query, replace(d.path::text, '_', ' '))) as similarity
+          from documents d
+         where d.owner_id = :owner
+           and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+    ),
+    merged as (
+        select coalesce(t.id, f.id) as id, t.rank, f.similarity
+          from text_hits t
+          full join (select * from fuzzy_hits where similarity > :threshold) f
+            on f.id = t.id
+    ),
+    ranked as (
+        select m.id,
+               coalesce(m.rank, 0) + :weight * coalesce(m.similarity, 0) as score,
+               m.rank is not null as by_text
+          from merged m
+         order by score desc
+         limit :limit
+    )
+    select d.id, d.path::text as path, d.title,
+           -- The snippet is shown as HTML: the content is escaped, only <mark> is added.
+           ts_headline('english',
+                       replace(replace(replace(left(d.content, 100000), '&', '&amp;'),
+                                       '<', '&lt;'), '>', '&gt;'),
+                       q.tsq,
+                       'StartSel=<mark>, StopSel=</mark>, MaxWords=35, MinWords=12, '
+                       'MaxFragments=2, FragmentDelimiter=" … "') as snippet,
+           r.score, r.by_text
+      from ranked r
+      join documents d on d.id = r.id, q
+     order by r.score desc, d.path
+    """
+)
+
+
+async def search_documents(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    subtree: str | None = None,
+    limit: int = 20,
+) -> list[SearchHit]:
+    """The owner's documents matching `query`, best first; [] for an empty query."""
+    cleaned = clean_query(query)
+    if not cleaned:
+        return []
+    if subtree is not None:
+        try:
+            validate_path(subtree)
+        except InvalidPath:
+            return []
+    result = await session.execute(
+        _SEARCH_SQL,
+        {
+            "owner": owner_id,
+            "query": cleaned,
+            "subtree": subtree,
+            "threshold": TITLE_SIMILARITY_THRESHOLD,
+            "weight": SIMILARITY_WEIGHT,
+            "limit": max(1, min(limit, MAX_LIMIT)),
+        },
+    )
+    return [
+        SearchHit(
+            id=row.id,
+            path=row.path,
+            title=row.title,
+            snippet=row.snippet,
+            rank=float(row.score),
+            matched_by="text" if row.by_text else "title_similarity",
+        )
+        for row in result.all()
+    ]
