@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
-import os
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
+from carmenta import key_files
 from carmenta.auth.tokens import (
     ALGORITHM,
     MIN_RSA_KEY_BITS,
@@ -121,40 +119,14 @@ def _warn_if_readable_by_others(path: Path) -> None:
 
 
 def _create_key_file(keys_dir: Path, path: Path) -> SigningKey:
-    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(keys_dir, 0o700)
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=GENERATED_KEY_BITS)
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Written whole under a temporary name (mkstemp creates it 0600), then linked into
-    # place: linking never replaces an existing file, so when two processes start at
-    # once exactly one key wins and the other process reads it.
-    descriptor, temporary = tempfile.mkstemp(dir=keys_dir, prefix=".signing-key-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return _read_key_file(path)
-        except OSError:
-            # Some mounted volumes have no hard links: fall back to an exclusive create.
-            try:
-                exclusive = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return _read_key_file(path)
-            with os.fdopen(exclusive, "wb") as handle:
-                handle.write(pem)
-                handle.flush()
-                os.fsync(handle.fileno())
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    if not key_files.write_once(path, pem):
+        return _read_key_file(path)
     logger.info("Created a new session signing key at %s", path)
     return _signing_key(private_key)
 

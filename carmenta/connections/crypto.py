@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import functools
 import logging
 import os
 import re
 import stat
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -31,6 +29,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from carmenta import key_files
 from carmenta.errors import CarmentaError, ConfigurationError
 from carmenta.settings import Settings, get_settings
 
@@ -244,36 +243,10 @@ def _read_dev_key(path: Path) -> bytes:
 
 
 def _create_dev_key(keys_dir: Path, path: Path) -> bytes:
-    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(keys_dir, 0o700)
     key = os.urandom(KEY_BYTES)
     content = base64.b64encode(key) + b"\n"
-    # Written whole under a temporary name (mkstemp creates it 0600), then linked into
-    # place: linking never replaces an existing file, so when two processes start at
-    # once exactly one key wins and the other process reads it.
-    descriptor, temporary = tempfile.mkstemp(dir=keys_dir, prefix=".encryption-key-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return _read_dev_key(path)
-        except OSError:
-            # Some mounted volumes have no hard links: fall back to an exclusive create.
-            try:
-                exclusive = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return _read_dev_key(path)
-            with os.fdopen(exclusive, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    if not key_files.write_once(path, content):
+        return _read_dev_key(path)
     logger.info("Created a development encryption key at %s", path)
     return key
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+from carmenta import key_files
 from carmenta.errors import ConfigurationError
 from carmenta.files.storage.base import (
     NotRenderable,
@@ -145,35 +143,9 @@ def _warn_if_readable_by_others(path: Path) -> None:
 
 
 def _create_secret_file(keys_dir: Path, path: Path) -> bytes:
-    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(keys_dir, 0o700)
     secret = secrets.token_bytes(_SECRET_BYTES)
     content = (secret.hex() + "\n").encode("ascii")
-    # Written whole under a temporary name (mkstemp creates it 0600), then linked into
-    # place: linking never replaces an existing file, so when two processes start at
-    # once exactly one secret wins and the other process reads it.
-    descriptor, temporary = tempfile.mkstemp(dir=keys_dir, prefix=".url-secret-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return _read_secret_file(path)
-        except OSError:
-            # Some mounted volumes have no hard links: fall back to an exclusive create.
-            try:
-                exclusive = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return _read_secret_file(path)
-            with os.fdopen(exclusive, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    if not key_files.write_once(path, content):
+        return _read_secret_file(path)
     logger.info("Created a new storage URL secret at %s", path)
     return secret
