@@ -25,24 +25,21 @@ answering 302 to the redirect URI as a provider's consent page would.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import secrets
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.local_server import BackgroundServer
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 
@@ -695,54 +692,15 @@ class ProviderPeer:
             anthropic_key="sk-ant-api03-" + secrets.token_urlsafe(32),
             openai_key="sk-proj-" + secrets.token_urlsafe(32),
         )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server = BackgroundServer(
+            build_app(self.state), name="provider-peer", probe_path="/openai/v1/models"
+        )
+        self.port = self._server.port
+        self.url = self._server.url
 
     def start(self) -> ProviderPeer:
-        from granian.constants import Interfaces
-        from granian.server.embed import Server
-
-        self._server = Server(
-            build_app(self.state),
-            address="127.0.0.1",
-            port=self.port,
-            interface=Interfaces.ASGINL,
-            log_enabled=False,
-        )
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.call_soon(ready.set)
-            self._loop.run_until_complete(self._server.serve())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="provider-peer", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"{self.url}/openai/v1/models", timeout=1)
-                return self
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the provider stand-ins did not start") from None
-                time.sleep(0.02)
+        self._server.start()
+        return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._server.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        self._server.stop()

@@ -15,13 +15,10 @@ code runs unchanged against it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import jwt
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -40,6 +36,7 @@ from starlette.routing import Route
 
 from carmenta.files.storage.base import NotRenderable, Transform
 from carmenta.files.storage.transform import render_variant
+from tests.local_server import BackgroundServer
 
 PREFIX = "/storage/v1"
 _RESIZE = ("cover", "contain", "fill")
@@ -543,52 +540,19 @@ class StoragePeer:
 
     def __init__(self, root: Path) -> None:
         self.state = StorageState(root=root, jwt_secret=os.urandom(32).hex())
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = BackgroundServer(
+            build_app(self.state), name="supabase-storage-peer", probe_path=f"{PREFIX}/bucket"
+        )
+        self.port = self._server.port
+        self.url = self._server.url
         self.service_role_key = self.state.service_role_key()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> StoragePeer:
-        from granian.constants import Interfaces
-        from granian.server.embed import Server
-
-        self._server = Server(
-            build_app(self.state),
-            address="127.0.0.1",
-            port=self.port,
-            interface=Interfaces.ASGINL,
-            log_enabled=False,
-        )
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.call_soon(ready.set)
-            self._loop.run_until_complete(self._server.serve())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="supabase-storage-peer", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"{self.url}{PREFIX}/bucket", timeout=1)
-                return self
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the storage stand-in did not start") from None
-                time.sleep(0.02)
+        self._server.start()
+        return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._server.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        self._server.stop()
         shutil.rmtree(self.state.root, ignore_errors=True)
 
     def __enter__(self) -> StoragePeer:
@@ -596,9 +560,3 @@ class StoragePeer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -15,7 +15,7 @@ from carmenta.connections.providers import registry
 from carmenta.settings import Settings, get_settings
 from tests.integration import oauth_support
 from tests.integration.oauth_support import connection_rows, sign_up, stored_credentials
-from tests.provider_servers import free_port
+from tests.local_server import free_port
 
 oauth_env = oauth_support.oauth_env
 oidc_peer = oauth_support.oidc_peer
