@@ -25,6 +25,7 @@ TASK_MODULES: tuple[str, ...] = (
     "carmenta.jobs.tasks",
     "carmenta.files.tasks",
     "carmenta.connections.tasks",
+    "carmenta.knowledge.tasks",
 )
 
 # Queue connections are used one query at a time (fetch, heartbeat, finish), never

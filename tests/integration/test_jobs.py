@@ -387,6 +387,7 @@ def test_maintenance_tasks_are_scheduled():
         "maintenance.delete_old_jobs": "17 3 * * *",
         "connections.refresh_expiring_tokens": "*/5 * * * *",
         "files.sweep_orphans": "23 * * * *",
+        "knowledge.embed_chunks": "* * * * *",
     }
     assert job_app.tasks["maintenance.retry_stalled_jobs"].queueing_lock
 

@@ -1,0 +1,206 @@
+"""Semantic and hybrid search over document chunks (pgvector, cosine distance).
+
+Chunk embeddings are computed by the `knowledge.embed_chunks` job, never while a
+request waits; only the short query is embedded at search time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from carmenta.knowledge.embeddings import Embedder
+from carmenta.knowledge.paths import validate_path
+from carmenta.knowledge.search import SearchHit, clean_query, search_documents
+
+# Reciprocal rank fusion constant: damps the weight of the very first ranks.
+RRF_K = 60
+EMBED_BATCH = 32
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{value:.7f}" for value in vector.tolist()) + "]"
+
+
+async def embed_pending_chunks(
+    *, session: AsyncSession, embedder: Embedder, limit: int = EMBED_BATCH
+) -> int:
+    """Embed up to `limit` chunks that have none yet; returns how many were embedded.
+
+    Rows are claimed with SKIP LOCKED, so several workers share the backlog.
+    """
+    rows = (
+        await session.execute(
+            text(
+                "select id, content from document_chunks where embedding is null"
+                " order by created_at limit :limit for update skip locked"
+            ),
+            {"limit": limit},
+        )
+    ).all()
+    if not rows:
+        return 0
+    vectors = await embedder.embed_async([row.content for row in rows])
+    now = datetime.now(UTC)
+    for row, vector in zip(rows, vectors, strict=True):
+        await session.execute(
+            text(
+                "update document_chunks set embedding = cast(:vector as vector),"
+                " embedded_at = :now where id = :id"
+            ),
+            {"vector": _vector_literal(vector), "now": now, "id": row.id},
+        )
+    return len(rows)
+
+
+async def pending_chunks(*, session: AsyncSession, owner_id: uuid.UUID | None = None) -> int:
+    result = await session.execute(
+        text(
+            "select count(*) from document_chunks where embedding is null"
+            " and (cast(:owner as uuid) is null or owner_id = :owner)"
+        ),
+        {"owner": owner_id},
+    )
+    return result.scalar_one()
+
+
+@dataclass(frozen=True)
+class SemanticHit:
+    id: uuid.UUID
+    path: str
+    title: str
+    passage: str
+    distance: float
+
+
+async def semantic_search(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query_vector: np.ndarray,
+    subtree: str | None = None,
+    limit: int = 20,
+) -> list[SemanticHit]:
+    """The owner's documents whose closest chunk is nearest the query, best first."""
+    if subtree is not None:
+        validate_path(subtree)
+    rows = (
+        await session.execute(
+            text(
+                """
+                with nearest as (
+                    select c.document_id, c.content,
+                           c.embedding <=> cast(:vector as vector) as distance
+                      from document_chunks c
+                      join documents d on d.id = c.document_id
+                     where c.owner_id = :owner and c.embedding is not null
+                       and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+                     order by c.embedding <=> cast(:vector as vector)
+                     limit :candidates
+                )
+                select distinct on (n.document_id) n.document_id, d.path::text as path,
+                       d.title, n.content, n.distance
+                  from nearest n join documents d on d.id = n.document_id
+                 order by n.document_id, n.distance
+                """
+            ),
+            {
+                "vector": _vector_literal(query_vector),
+                "owner": owner_id,
+                "subtree": subtree,
+                "candidates": limit * 4,
+            },
+        )
+    ).all()
+    hits = [
+        SemanticHit(
+            id=row.document_id,
+            path=row.path,
+            title=row.title,
+            passage=row.content,
+            distance=float(row.distance),
+        )
+        for row in rows
+    ]
+    return sorted(hits, key=lambda hit: hit.distance)[:limit]
+
+
+@dataclass(frozen=True)
+class HybridHit:
+    id: uuid.UUID
+    path: str
+    title: str
+    snippet: str
+    score: float
+    # Which lists found it: "text", "semantic" or both.
+    found_by: tuple[str, ...]
+
+
+async def hybrid_search(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    embedder: Embedder,
+    subtree: str | None = None,
+    limit: int = 10,
+) -> list[HybridHit]:
+    """Full-text and semantic results merged by reciprocal rank fusion."""
+    cleaned = clean_query(query)
+    if not cleaned:
+        return []
+    text_hits: list[SearchHit] = await search_documents(
+        session=session, owner_id=owner_id, query=cleaned, subtree=subtree, limit=limit * 2
+    )
+    query_vector = (await embedder.embed_async([cleaned]))[0]
+    semantic_hits = await semantic_search(
+        session=session,
+        owner_id=owner_id,
+        query_vector=query_vector,
+        subtree=subtree,
+        limit=limit * 2,
+    )
+    fused: dict[uuid.UUID, dict] = {}
+    for rank, hit in enumerate(text_hits):
+        entry = fused.setdefault(
+            hit.id,
+            {
+                "path": hit.path,
+                "title": hit.title,
+                "snippet": hit.snippet,
+                "score": 0.0,
+                "found_by": [],
+            },
+        )
+        entry["score"] += 1.0 / (RRF_K + rank + 1)
+        entry["found_by"].append("text")
+    for rank, hit in enumerate(semantic_hits):
+        entry = fused.setdefault(
+            hit.id,
+            {
+                "path": hit.path,
+                "title": hit.title,
+                "snippet": hit.passage[:300],
+                "score": 0.0,
+                "found_by": [],
+            },
+        )
+        entry["score"] += 1.0 / (RRF_K + rank + 1)
+        entry["found_by"].append("semantic")
+    ranked = sorted(fused.items(), key=lambda item: item[1]["score"], reverse=True)[:limit]
+    return [
+        HybridHit(
+            id=document_id,
+            path=entry["path"],
+            title=entry["title"],
+            snippet=entry["snippet"],
+            score=entry["score"],
+            found_by=tuple(entry["found_by"]),
+        )
+        for document_id, entry in ranked
+    ]
