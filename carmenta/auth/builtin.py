@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from carmenta.auth import keys as auth_keys
 from carmenta.auth import passwords, throttle
 from carmenta.auth.models import AuthSession, PasswordCredential, SessionHandoff
+from carmenta.knowledge import service as knowledge_service
 from carmenta.settings import Settings
 from carmenta.users.models import User
 
@@ -124,6 +125,10 @@ async def sign_up(
     )
     if inserted.first() is None:
         raise SignUpError("An account with this email already exists. Sign in instead.")
+    # Every account starts with the profile documents the assistant always reads.
+    await knowledge_service.seed_profile(
+        session=session, owner_id=user_id, display_name=user.display_name or email.split("@")[0]
+    )
     return await create_session(
         session=session,
         settings=settings,

@@ -22,6 +22,7 @@ from svix.webhooks import Webhook, WebhookVerificationError
 
 from carmenta.auth.models import WebhookEvent
 from carmenta.errors import CarmentaError, ConfigurationError
+from carmenta.knowledge import service as knowledge_service
 from carmenta.users import service as users
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ async def handle_clerk_event(
         if await users.was_deleted(session=session, external_auth_id=profile.external_auth_id):
             # A late delivery about a deleted user must not bring the account back.
             return WebhookOutcome.ignored
-        await users.upsert_external_user(
+        user = await users.upsert_external_user(
             session=session,
             external_auth_id=profile.external_auth_id,
             auth_provider=CLERK_PROVIDER,
@@ -187,6 +188,11 @@ async def handle_clerk_event(
             image_url=profile.image_url,
             is_admin=profile.is_admin,
         )
+        if event_type == "user.created":
+            # Existing profile documents are kept; only missing ones are added.
+            await knowledge_service.seed_profile(
+                session=session, owner_id=user.id, display_name=profile.display_name or ""
+            )
         return WebhookOutcome.processed
     if deleted_id is not None:
         await _delete_clerk_user(session=session, external_auth_id=deleted_id)

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from carmenta.auth import builtin
 from carmenta.auth import keys as auth_keys
 from carmenta.auth.tokens import InvalidTokenError, TokenVerifier
+from carmenta.knowledge import service as knowledge_service
 from carmenta.settings import Settings
 from carmenta.users import service as users_service
 
@@ -95,6 +96,9 @@ async def authenticate(
             # The first verified request of a Clerk user creates their row.
             user = await users_service.upsert_external_user(
                 session=session, external_auth_id=verified.subject, auth_provider="clerk"
+            )
+            await knowledge_service.seed_profile(
+                session=session, owner_id=user.id, display_name=user.display_name or ""
             )
         return AuthenticatedUser(
             user_id=user.id,

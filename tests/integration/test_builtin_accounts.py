@@ -274,3 +274,25 @@ async def test_people_can_revoke_only_their_own_sessions(session, settings):
     assert [
         info.id for info in await builtin.list_sessions(session=session, user_id=bob.user_id)
     ] == [bob.id]
+
+
+async def test_sign_up_seeds_the_profile_documents(session, settings):
+    auth_session = await builtin.sign_up(
+        session=session,
+        settings=settings,
+        email=unique_email("seed"),
+        password=PASSWORD,
+        display_name="Ada",
+    )
+    paths = (
+        (
+            await session.execute(
+                text("select path::text from documents where owner_id = :id order by path"),
+                {"id": auth_session.user_id},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    assert paths and all(path.startswith("profile.") for path in paths)
+    assert len(paths) >= 3

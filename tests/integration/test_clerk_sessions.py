@@ -139,3 +139,17 @@ async def test_a_builtin_token_is_not_accepted_in_clerk_mode(session, settings, 
         expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
     assert await auth_service.authenticate(session=session, settings=settings, token=forged) is None
+
+
+async def test_the_first_request_of_a_clerk_user_seeds_their_profile(session, settings):
+    subject = f"user_{uuid.uuid4().hex[:12]}"
+    user = await auth_service.authenticate(
+        session=session, settings=settings, token=clerk_token(subject)
+    )
+    count = (
+        await session.execute(
+            text("select count(*) from documents where owner_id = :id and path <@ 'profile'"),
+            {"id": user.user_id},
+        )
+    ).scalar_one()
+    assert count >= 3

@@ -180,6 +180,14 @@ async def test_user_created_creates_the_user(webhook_secret, async_engine):
     assert user["image_url"] == "https://img.clerk.com/ada.png"
     assert user["is_admin"] is True
     assert await _seen(async_engine, msg_id)
+    async with async_engine.connect() as connection:
+        profile_documents = (
+            await connection.execute(
+                text("select count(*) from documents where owner_id = :id and path <@ 'profile'"),
+                {"id": user["id"]},
+            )
+        ).scalar_one()
+    assert profile_documents >= 3
 
 
 async def test_profile_fallbacks_first_email_and_username(webhook_secret, async_engine):
