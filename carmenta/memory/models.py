@@ -49,6 +49,9 @@ class Memory(SQLModel, table=True):
     source_message_id: uuid.UUID | None = Field(
         default=None, foreign_key="messages.id", ondelete="SET NULL"
     )
+    # What the memory is about when only one can hold at a time ("name", "home"):
+    # a new memory for the same slot replaces the old one, which is kept as history.
+    slot: str | None = Field(default=None, sa_type=Text, index=True)
     confidence: float = defaulted(1.0, sa_type=Float)
     pinned: bool = defaulted(False)
     # A replaced memory points at the one that replaced it, keeping the history.
