@@ -948,20 +948,9 @@ async def _refresh_locked(
             )
         except (_Temporary, _Rejected) as error:
             reason = str(error)
-            await conn.execute(
-                update(_sc).where(_sc.c.id == row.id).values(last_error=reason, updated_at=now)
+            await _record_failure(
+                conn, row, event=ConnectionEventType.refresh_failed, reason=reason
             )
-            await _record(
-                conn,
-                owner_id=row.owner_id,
-                connection_id=row.id,
-                provider_id=row.provider,
-                account_id=row.account_id,
-                event=ConnectionEventType.refresh_failed,
-                source="system",
-                detail=reason,
-            )
-            await conn.commit()
             logger.warning("refreshing %s connection %s failed: %s", row.provider, row.id, reason)
             if isinstance(error, _Rejected):
                 return _Outcome(
@@ -1020,23 +1009,40 @@ async def _refresh_locked(
         )
 
 
-async def _needs_reauth(conn: AsyncConnection, row: Any, reason: str) -> _Outcome:
-    await conn.execute(
-        update(_sc)
-        .where(_sc.c.id == row.id)
-        .values(status=ConnectionStatus.needs_reauth.value, last_error=reason, updated_at=utcnow())
-    )
+async def _record_failure(
+    conn: AsyncConnection,
+    row: Any,
+    *,
+    event: ConnectionEventType,
+    reason: str,
+    status: ConnectionStatus | None = None,
+) -> None:
+    """Keep the reason on the connection (and its new status, if any) and in its history."""
+    values: dict[str, Any] = {"last_error": reason, "updated_at": utcnow()}
+    if status is not None:
+        values["status"] = status.value
+    await conn.execute(update(_sc).where(_sc.c.id == row.id).values(**values))
     await _record(
         conn,
         owner_id=row.owner_id,
         connection_id=row.id,
         provider_id=row.provider,
         account_id=row.account_id,
-        event=ConnectionEventType.needs_reauth,
+        event=event,
         source="system",
         detail=reason,
     )
     await conn.commit()
+
+
+async def _needs_reauth(conn: AsyncConnection, row: Any, reason: str) -> _Outcome:
+    await _record_failure(
+        conn,
+        row,
+        event=ConnectionEventType.needs_reauth,
+        reason=reason,
+        status=ConnectionStatus.needs_reauth,
+    )
     logger.info("%s connection %s needs to be reconnected: %s", row.provider, row.id, reason)
     return _Outcome(
         None,
