@@ -60,6 +60,8 @@ def thumbnail(item: dict) -> rx.Component:
         border_radius="var(--radius-3)",
         overflow="hidden",
         background="var(--gray-a3)",
+        # A white page thumbnail still shows where it ends.
+        border="1px solid var(--gray-5)",
         color="var(--gray-11)",
     )
 
