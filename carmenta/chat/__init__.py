@@ -1,0 +1,1 @@
+"""Chat: conversations with models (the model layer lives in `carmenta.chat.llm`)."""
