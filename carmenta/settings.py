@@ -7,11 +7,12 @@ and `get_settings()` only parses and validates values.
 from __future__ import annotations
 
 import functools
+import json
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +28,20 @@ class JobWorkerMode(StrEnum):
     # "external": jobs run only in `python -m carmenta worker` processes.
     inline = "inline"
     external = "external"
+
+
+# Offered when ANTHROPIC_API_KEY (or a person's Anthropic key) is set and
+# ANTHROPIC_MODELS is not; OpenAI's likewise for OPENAI_API_KEY without a base URL.
+DEFAULT_ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+DEFAULT_OPENAI_MODELS = ("gpt-4.1", "gpt-4.1-mini")
+
+
+def _comma_list(value: str) -> list[str]:
+    names: list[str] = []
+    for name in value.split(","):
+        if name.strip() and name.strip() not in names:
+            names.append(name.strip())
+    return names
 
 
 class Settings(BaseSettings):
@@ -126,6 +141,24 @@ class Settings(BaseSettings):
     embeddings_api_key: str | None = None
     embeddings_model: str = "text-embedding-3-small"
 
+    # Chat models. Anthropic with the operator's key (billed to the operator);
+    # ANTHROPIC_MODELS is a comma list (unset: a current default list, offered only
+    # when the key is set). Users may also connect their own keys on Connections.
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    anthropic_models: str | None = None
+    # Any OpenAI-compatible API: OpenAI itself, or OPENAI_BASE_URL for OpenRouter,
+    # Ollama, vLLM... (a local server may need no key). OPENAI_MODELS unset: a default
+    # list for OpenAI itself, the server's own /models list for any other base URL.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_models: str | None = None
+    # The option picked when a person has not chosen one, e.g. "anthropic:claude-sonnet-4-5".
+    default_model: str | None = None
+    # JSON object: model name (or glob, "llama3*") -> any of {"vision": bool, "tools":
+    # bool, "context_tokens": int, "label": str}, over the defaults of known families.
+    model_capabilities: str | None = None
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:
@@ -145,6 +178,66 @@ class Settings(BaseSettings):
                 "DATABASE_URL has no database name: add it after the host, "
                 "e.g. postgresql://user:password@host:5432/carmenta"
             )
+        return value
+
+    @field_validator("anthropic_api_key", "openai_api_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("anthropic_base_url", "openai_base_url")
+    @classmethod
+    def _model_base_url_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "a model API base URL must look like https://api.example.com/v1 "
+                f"(got a URL with scheme {parts.scheme or 'none'!r})"
+            )
+        return value.strip().rstrip("/")
+
+    @field_validator("anthropic_models", "openai_models", "default_model")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() if value and value.strip() else None
+
+    @field_validator("model_capabilities")
+    @classmethod
+    def _capabilities_are_a_json_object(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            parsed = json.loads(value)
+        except ValueError as error:
+            raise ValueError(
+                f"MODEL_CAPABILITIES is not valid JSON ({error.msg} at {error.pos})"
+            ) from None
+        allowed = {"vision": bool, "tools": bool, "context_tokens": int, "label": str}
+        if not isinstance(parsed, dict):
+            raise ValueError(
+                'MODEL_CAPABILITIES must be a JSON object like {"llama3*": {"tools": true}}'
+            )
+        for name, values in parsed.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"MODEL_CAPABILITIES[{name!r}] must be an object")
+            for key, item in values.items():
+                expected = allowed.get(key)
+                if expected is None:
+                    raise ValueError(
+                        f"MODEL_CAPABILITIES[{name!r}] has an unknown key {key!r}; "
+                        f"allowed: {sorted(allowed)}"
+                    )
+                # bool is an int in Python; a context size of `true` is a mistake.
+                if not isinstance(item, expected) or (expected is int and isinstance(item, bool)):
+                    raise ValueError(
+                        f"MODEL_CAPABILITIES[{name!r}][{key!r}] must be a {expected.__name__}"
+                    )
+            if "context_tokens" in values and values["context_tokens"] < 1:
+                raise ValueError(f"MODEL_CAPABILITIES[{name!r}]['context_tokens'] must be positive")
         return value
 
     @field_validator("public_url")
@@ -207,6 +300,25 @@ class Settings(BaseSettings):
     @property
     def app_url(self) -> str:
         return self.public_url or f"http://localhost:{self.port}"
+
+    @property
+    def anthropic_model_names(self) -> list[str]:
+        """The operator's Anthropic models; also offered on a person's own Anthropic key."""
+        if self.anthropic_models:
+            return _comma_list(self.anthropic_models)
+        return list(DEFAULT_ANTHROPIC_MODELS)
+
+    @property
+    def openai_model_names(self) -> list[str] | None:
+        """The configured OpenAI-compatible models; None: ask the server's /models."""
+        if self.openai_models:
+            return _comma_list(self.openai_models)
+        return None if self.openai_base_url else list(DEFAULT_OPENAI_MODELS)
+
+    @property
+    def uses_environment_openai(self) -> bool:
+        # A local server (Ollama, vLLM) may need no key, only its address.
+        return self.openai_api_key is not None or self.openai_base_url is not None
 
     @property
     def embedded_postgres_dir(self) -> Path:

@@ -3,7 +3,8 @@ disconnect, and re-encrypt under a new key.
 
 Credentials are one encrypted JSON blob per connection (carmenta.connections.crypto),
 bound to the row's id; nothing here returns, logs or stores a secret in clear, except
-`get_access_token`, whose result is for the server-side caller only.
+`get_access_token` and `api_key_credentials`, whose results are for server-side
+callers only.
 
 Functions that take `session` run in the caller's transaction (the caller commits).
 `get_access_token`, `test_connection`, `refresh_expiring_connections` and
@@ -573,6 +574,68 @@ async def get_connection(
         )
     ).first()
     return _view(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class ApiKeyCredentials:
+    """An API-key connection's key and base URL, for server-side calls only."""
+
+    connection_id: uuid.UUID
+    provider: str
+    account_label: str
+    api_key: str = field(repr=False)
+    base_url: str | None = None
+
+
+async def api_key_credentials(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    providers: Collection[str],
+    connection_id: uuid.UUID | None = None,
+) -> list[ApiKeyCredentials]:
+    """The owner's usable API-key connections of these providers, decrypted.
+
+    Only connected api_key connections; `connection_id` narrows to one. Another
+    user's connection is simply not there. A value no key of the ring can open is
+    left out (and logged without it), so one broken row does not hide the others.
+    """
+    ring = get_key_ring()
+    conn = await _connection(session)
+    statement = (
+        select(_sc.c.id, _sc.c.provider, _sc.c.account_label, _sc.c.encrypted_credentials)
+        .where(
+            _sc.c.owner_id == owner_id,
+            _sc.c.provider.in_(list(providers)),
+            _sc.c.credential_type == CredentialType.api_key.value,
+            _sc.c.status == ConnectionStatus.connected.value,
+            _sc.c.encrypted_credentials.is_not(None),
+        )
+        .order_by(_sc.c.provider, _sc.c.is_default.desc(), _sc.c.connected_at, _sc.c.id)
+    )
+    if connection_id is not None:
+        statement = statement.where(_sc.c.id == connection_id)
+    found: list[ApiKeyCredentials] = []
+    for row in await conn.execute(statement):
+        try:
+            credentials = _open(row.id, row.encrypted_credentials, ring)
+        except (DecryptionError, ValueError):
+            logger.error("the key of connection %s cannot be decrypted", row.id)
+            continue
+        api_key = credentials.get("api_key")
+        if not isinstance(api_key, str) or not api_key:
+            continue
+        base_url = credentials.get("base_url")
+        found.append(
+            ApiKeyCredentials(
+                connection_id=row.id,
+                provider=row.provider,
+                account_label=row.account_label,
+                api_key=api_key,
+                base_url=base_url if isinstance(base_url, str) and base_url else None,
+            )
+        )
+    return found
 
 
 async def set_default(
