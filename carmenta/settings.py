@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     embeddings_api_key: str | None = None
     embeddings_model: str = "text-embedding-3-small"
 
+    # Chat tools: the most characters one tool result hands the model.
+    chat_tool_result_chars: int = Field(default=8000, ge=500, le=200_000)
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:
