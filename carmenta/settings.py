@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     # bool, "context_tokens": int, "label": str}, over the defaults of known families.
     model_capabilities: str | None = None
 
+    # Chat tools: the most characters one tool result hands the model.
+    chat_tool_result_chars: int = Field(default=8000, ge=500, le=200_000)
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:
