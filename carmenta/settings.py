@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     # Chat tools: the most characters one tool result hands the model.
     chat_tool_result_chars: int = Field(default=8000, ge=500, le=200_000)
 
+    # Chat: how much of the model's context the Concierge fills with the person's
+    # profile, memories, documents and attached files (in tokens), and the reply's length.
+    context_token_budget: int = Field(default=6000, ge=500, le=200_000)
+    reply_max_tokens: int = Field(default=4096, ge=64, le=64_000)
+    # The offline assistant streams its answer at this many words per second.
+    offline_words_per_second: float = Field(default=60.0, gt=0, le=10_000)
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str | None) -> str | None:

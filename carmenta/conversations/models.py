@@ -5,8 +5,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, DateTime, Index, Integer, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Computed,
+    DateTime,
+    Index,
+    Integer,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Field, SQLModel
 
 from carmenta.model_fields import (
@@ -30,14 +40,26 @@ class MessageRole(StrEnum):
 class MessageStatus(StrEnum):
     streaming = "streaming"
     complete = "complete"
+    # The person pressed Stop; what arrived is kept.
+    stopped = "stopped"
+    # The model asked to act (post, draft, create) and waits for the person's answer.
+    waiting = "waiting"
+    # The server stopped while the reply was streaming.
     interrupted = "interrupted"
     failed = "failed"
+
+
+# An explicit text search configuration keeps the expressions immutable, as generated
+# columns require.
+CONVERSATION_TITLE_VECTOR_SQL = "to_tsvector('english'::regconfig, coalesce(title, ''))"
+MESSAGE_CONTENT_VECTOR_SQL = "to_tsvector('english'::regconfig, coalesce(content, ''))"
 
 
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("ix_conversations_owner_activity", "owner_id", text("last_activity_at DESC")),
+        Index("ix_conversations_search_vector", "search_vector", postgresql_using="gin"),
     )
 
     id: uuid.UUID = uuid_primary_key()
@@ -54,6 +76,10 @@ class Conversation(SQLModel, table=True):
         sa_type=DateTime(timezone=True),
         sa_column_kwargs={"server_default": func.now(), "nullable": False},
     )
+    search_vector: str | None = Field(
+        default=None,
+        sa_column=Column(TSVECTOR, Computed(CONVERSATION_TITLE_VECTOR_SQL, persisted=True)),
+    )
 
 
 class Message(SQLModel, table=True):
@@ -61,10 +87,17 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("role IN ('user', 'assistant', 'system', 'tool')", name="role"),
         CheckConstraint(
-            "status IN ('streaming', 'complete', 'interrupted', 'failed')",
+            "status IN ('streaming', 'complete', 'stopped', 'waiting', 'interrupted', 'failed')",
             name="status",
         ),
         Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+        Index("ix_messages_search_vector", "search_vector", postgresql_using="gin"),
+        # Replies left streaming by a stopped server are found without a scan.
+        Index(
+            "ix_messages_streaming",
+            "updated_at",
+            postgresql_where=text("status = 'streaming'"),
+        ),
     )
 
     id: uuid.UUID = uuid_primary_key()
@@ -87,3 +120,7 @@ class Message(SQLModel, table=True):
     )
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
+    search_vector: str | None = Field(
+        default=None,
+        sa_column=Column(TSVECTOR, Computed(MESSAGE_CONTENT_VECTOR_SQL, persisted=True)),
+    )

@@ -1,0 +1,511 @@
+"""The Concierge: what goes to the model with each message, and which model answers.
+
+Before each reply it gathers, within a token budget: the profile documents (always),
+the memories and knowledge documents relevant to the message, and the message's
+attachments (their text, or the images themselves for a model that can see). It
+chooses the model: the person's explicit choice wins; images need a vision model;
+otherwise the configured default; with none configured, the offline assistant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from carmenta.chat.llm.types import ChatTurn, ImageInput, ModelCredentials, ModelOption
+from carmenta.conversations import service as conversations
+from carmenta.conversations.models import MessageRole, MessageStatus
+from carmenta.files import service as files_service
+from carmenta.files.storage.base import Transform
+from carmenta.files.storage.transform import NotRenderable, render_variant
+from carmenta.knowledge import semantic
+from carmenta.knowledge import service as knowledge
+from carmenta.knowledge.embeddings import Embedder
+from carmenta.memory import service as memory
+from carmenta.settings import Settings
+
+# Tokens are estimated at four characters each: close enough to budget with.
+CHARS_PER_TOKEN = 4
+PROFILE_SHARE = 0.25
+MEMORY_SHARE = 0.15
+FILE_SHARE = 0.35
+MAX_DOCUMENTS = 6
+MAX_MEMORIES = 8
+# Below this fused score a document is a weak match: offered to a model, not quoted.
+IMAGE_MAX_SIDE = 1568
+
+
+def estimate_tokens(value: str) -> int:
+    return (len(value) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def _trimmed(value: str, tokens: int) -> str:
+    limit = max(0, tokens) * CHARS_PER_TOKEN
+    if len(value) <= limit:
+        return value
+    cut = value[:limit]
+    # End on a word boundary, and say that something was left out.
+    return cut[: cut.rfind(" ")].rstrip() + " …" if " " in cut else cut + " …"
+
+
+@dataclass(frozen=True)
+class ContextSource:
+    """One thing the reply drew on, shown to the person and openable."""
+
+    kind: str  # "profile", "document", "memory" or "file"
+    id: str
+    title: str
+    href: str
+    text: str
+
+    def as_dict(self) -> dict[str, str]:
+        # The text stays on the server; the thread shows what was used, not all of it.
+        return {"kind": self.kind, "id": self.id, "title": self.title, "href": self.href}
+
+
+@dataclass
+class Attachment:
+    id: str
+    name: str
+    kind: str
+    content_type: str
+    size_bytes: int
+    status: str
+    text: str | None = None
+
+
+@dataclass
+class ReplyPlan:
+    """Everything a reply needs, decided before the first token."""
+
+    query: str
+    option: ModelOption | None
+    credentials: ModelCredentials | None
+    system_prompt: str
+    turns: list[ChatTurn]
+    sources: list[ContextSource] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+
+    @property
+    def offline(self) -> bool:
+        return self.option is None
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for source in self.sources:
+            counts[source.kind] = counts.get(source.kind, 0) + 1
+        return counts
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "context": {
+                "sources": [source.as_dict() for source in self.sources],
+                "summary": self.summary(),
+                "notices": self.notices,
+            }
+        }
+
+
+def describe_summary(summary: dict[str, int]) -> str:
+    """'3 documents, 2 memories' for the thread."""
+    names = {
+        "document": ("document", "documents"),
+        "memory": ("memory", "memories"),
+        "file": ("file", "files"),
+        "profile": ("profile note", "profile notes"),
+    }
+    parts = []
+    for kind in ("document", "memory", "file", "profile"):
+        count = summary.get(kind, 0)
+        if count:
+            singular, plural = names[kind]
+            parts.append(f"{count} {singular if count == 1 else plural}")
+    return ", ".join(parts)
+
+
+async def load_attachments(
+    *, session: AsyncSession, owner_id: uuid.UUID, file_ids: list[str]
+) -> list[Attachment]:
+    if not file_ids:
+        return []
+    rows = (
+        await session.execute(
+            text(
+                "select id, original_name, kind, content_type, size_bytes, status,"
+                " extracted_text from files where owner_id = :owner and id = any(:ids)"
+            ),
+            {"owner": owner_id, "ids": [uuid.UUID(value) for value in file_ids]},
+        )
+    ).all()
+    by_id = {str(row.id): row for row in rows}
+    return [
+        Attachment(
+            id=file_id,
+            name=row.original_name,
+            kind=row.kind,
+            content_type=row.content_type,
+            size_bytes=row.size_bytes,
+            status=row.status,
+            text=row.extracted_text,
+        )
+        for file_id in file_ids
+        if (row := by_id.get(file_id)) is not None
+    ]
+
+
+async def image_for_model(
+    *, settings: Settings, owner_id: uuid.UUID, file_id: str, content_type: str
+) -> ImageInput | None:
+    """The image, scaled to what vision models accept, as JPEG; None if unreadable."""
+    storage = files_service.storage_for(settings)
+    key = files_service.key_of(owner_id, uuid.UUID(file_id))
+    with tempfile.TemporaryDirectory(prefix="carmenta-vision-") as work:
+        source = Path(work) / "original"
+        target = Path(work) / "scaled.jpg"
+        try:
+            await storage.download_to(key=key, path=source)
+            await asyncio.to_thread(
+                render_variant,
+                source=source,
+                content_type=content_type,
+                transform=Transform(
+                    width=IMAGE_MAX_SIDE,
+                    height=IMAGE_MAX_SIDE,
+                    resize="contain",
+                    format="jpeg",
+                    quality=85,
+                ),
+                dest=target,
+                max_pixels=settings.max_image_pixels,
+            )
+        except (NotRenderable, OSError):
+            return None
+        return ImageInput(media_type="image/jpeg", data=target.read_bytes())
+
+
+def choose_model(
+    *,
+    options: list[ModelOption],
+    chosen_id: str | None,
+    default_id: str | None,
+    needs_vision: bool,
+) -> tuple[ModelOption | None, list[str]]:
+    """The model to answer with, and any notice the person should see about the choice."""
+    notices: list[str] = []
+    by_id = {option.id: option for option in options}
+    if chosen_id and chosen_id in by_id:
+        chosen = by_id[chosen_id]
+        if needs_vision and not chosen.vision:
+            notices.append(
+                f"{chosen.label} cannot see images; it was given the images' descriptions only."
+            )
+        return chosen, notices
+    if chosen_id and chosen_id not in by_id and chosen_id != "offline":
+        notices.append("The model chosen for this conversation is no longer available.")
+    if chosen_id == "offline":
+        return None, notices
+    candidates = options
+    if needs_vision:
+        seeing = [option for option in options if option.vision]
+        if seeing:
+            candidates = seeing
+        elif options:
+            notices.append("None of your models can see images; they get descriptions only.")
+    if not candidates:
+        return None, notices
+    if default_id and any(option.id == default_id for option in candidates):
+        return by_id[default_id], notices
+    return candidates[0], notices
+
+
+def _history_turns(messages: list[conversations.MessageView], budget_tokens: int) -> list[ChatTurn]:
+    """The conversation so far, newest kept first when it does not all fit."""
+    turns: list[ChatTurn] = []
+    used = 0
+    for message in reversed(messages):
+        if message.role not in (MessageRole.user, MessageRole.assistant):
+            continue
+        if message.role == MessageRole.assistant and (
+            message.status in (MessageStatus.failed, MessageStatus.streaming)
+            or not message.content.strip()
+        ):
+            continue
+        content = message.content
+        names = message.details.get("attachment_names") or []
+        if names:
+            content = f"{content}\n\n[Attached: {', '.join(names)}]".strip()
+        cost = estimate_tokens(content)
+        if turns and used + cost > budget_tokens:
+            break
+        used += cost
+        turns.append(ChatTurn(role=message.role, text=content))  # type: ignore[arg-type]
+    turns.reverse()
+    # Providers expect the conversation to open with the person.
+    while turns and turns[0].role != "user":
+        turns.pop(0)
+    return _merged(turns)
+
+
+def _merged(turns: list[ChatTurn]) -> list[ChatTurn]:
+    # Two turns of the same role in a row (a reply that failed in between) become one.
+    merged: list[ChatTurn] = []
+    for turn in turns:
+        if merged and merged[-1].role == turn.role and not turn.images:
+            previous = merged[-1]
+            merged[-1] = ChatTurn(
+                role=previous.role,
+                text=f"{previous.text}\n\n{turn.text}".strip(),
+                images=previous.images,
+            )
+        else:
+            merged.append(turn)
+    return merged
+
+
+def _system_prompt(
+    *,
+    user_name: str | None,
+    profile: list[ContextSource],
+    memories: list[ContextSource],
+    documents: list[ContextSource],
+    files: list[ContextSource],
+    now: datetime,
+) -> str:
+    lines = [
+        "You are Carmenta, a personal assistant"
+        + (f" for {user_name}." if user_name else ".")
+        + " You know the person through their profile, memories and knowledge base below;"
+        " use them when they help, and say which document or memory a fact came from."
+        " If something is not in the context and you do not know it, say so.",
+        f"Today is {now.strftime('%A, %d %B %Y')} (UTC).",
+    ]
+    if profile:
+        lines.append("\n## The person's profile")
+        lines.extend(f"### {source.title}\n{source.text}" for source in profile)
+    if memories:
+        lines.append("\n## What you remember about them")
+        lines.extend(f"- {source.text}" for source in memories)
+    if documents:
+        lines.append("\n## From their knowledge base (most relevant first)")
+        lines.extend(f"### {source.title}\n{source.text}" for source in documents)
+    if files:
+        lines.append("\n## Files attached to the message")
+        lines.extend(f"### {source.title}\n{source.text}" for source in files)
+    return "\n".join(lines)
+
+
+async def gather_sources(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    embedder: Embedder,
+    budget_tokens: int,
+    attachments: list[Attachment],
+) -> tuple[list[ContextSource], list[ContextSource], list[ContextSource], list[ContextSource]]:
+    """Profile, memories, documents and file text, each trimmed to its share."""
+    profile_budget = int(budget_tokens * PROFILE_SHARE)
+    memory_budget = int(budget_tokens * MEMORY_SHARE)
+    file_budget = int(budget_tokens * FILE_SHARE) if attachments else 0
+    profile: list[ContextSource] = []
+    for document in await knowledge.list_tree(session=session, owner_id=owner_id, root="profile"):
+        body = document.content.strip()
+        if not body or document.path == "profile":
+            continue
+        piece = _trimmed(body, profile_budget - sum(estimate_tokens(p.text) for p in profile))
+        if not piece:
+            break
+        profile.append(
+            ContextSource(
+                kind="profile",
+                id=str(document.id),
+                title=document.title,
+                href=f"/knowledge?doc={document.id}",
+                text=piece,
+            )
+        )
+
+    memories: list[ContextSource] = []
+    used = 0
+    if query.strip():
+        for item in await memory.recall(
+            session=session, owner_id=owner_id, query=query, embedder=embedder, limit=MAX_MEMORIES
+        ):
+            cost = estimate_tokens(item.content)
+            if used + cost > memory_budget:
+                break
+            used += cost
+            memories.append(
+                ContextSource(
+                    kind="memory",
+                    id=str(item.id),
+                    title=item.content[:80],
+                    href="/memory",
+                    text=item.content,
+                )
+            )
+
+    files: list[ContextSource] = []
+    used = 0
+    for attachment in attachments:
+        body = (attachment.text or "").strip()
+        if not body:
+            continue
+        piece = _trimmed(body, file_budget - used)
+        if not piece:
+            break
+        used += estimate_tokens(piece)
+        files.append(
+            ContextSource(
+                kind="file",
+                id=attachment.id,
+                title=attachment.name,
+                href="/files",
+                text=piece,
+            )
+        )
+
+    documents: list[ContextSource] = []
+    remaining = (
+        budget_tokens
+        - sum(estimate_tokens(p.text) for p in profile)
+        - sum(estimate_tokens(m.text) for m in memories)
+        - used
+    )
+    if query.strip():
+        hits = await semantic.hybrid_search(
+            session=session,
+            owner_id=owner_id,
+            query=query,
+            embedder=embedder,
+            subtree="knowledge",
+            limit=MAX_DOCUMENTS,
+        )
+        per_document = max(200, remaining // max(1, len(hits)))
+        for hit in hits:
+            if remaining <= 0:
+                break
+            document = await knowledge.get_document(
+                session=session, owner_id=owner_id, document_id=hit.id
+            )
+            if document is None:
+                continue
+            piece = _trimmed(document.content.strip(), min(per_document, remaining))
+            if not piece:
+                continue
+            remaining -= estimate_tokens(piece)
+            documents.append(
+                ContextSource(
+                    kind="document",
+                    id=str(document.id),
+                    title=document.title,
+                    href=f"/knowledge?doc={document.id}",
+                    text=piece,
+                )
+            )
+    return profile, memories, documents, files
+
+
+async def plan_reply(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    owner_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    embedder: Embedder,
+    options: list[ModelOption],
+    credentials_for: Any,
+    user_name: str | None = None,
+    now: datetime | None = None,
+) -> ReplyPlan:
+    """Assemble the context for answering the conversation's last user message.
+
+    `credentials_for(option)` returns the credentials of a chosen option (it is a
+    parameter so the caller decides where keys come from).
+    """
+    conversation = await conversations.get_conversation(
+        session=session, owner_id=owner_id, conversation_id=conversation_id
+    )
+    messages = await conversations.list_messages(
+        session=session, owner_id=owner_id, conversation_id=conversation_id
+    )
+    last_user = next((m for m in reversed(messages) if m.role == MessageRole.user), None)
+    if last_user is None:
+        raise conversations.MessageRefused("There is no message to answer yet.")
+    query = last_user.content
+    attachments = await load_attachments(
+        session=session,
+        owner_id=owner_id,
+        file_ids=list(last_user.details.get("attachments") or []),
+    )
+    needs_vision = any(attachment.kind == "image" for attachment in attachments)
+    option, notices = choose_model(
+        options=options,
+        chosen_id=conversation.model,
+        default_id=settings.default_model,
+        needs_vision=needs_vision,
+    )
+    budget = settings.context_token_budget
+    profile, memories, documents, files = await gather_sources(
+        session=session,
+        owner_id=owner_id,
+        query=query,
+        embedder=embedder,
+        budget_tokens=budget,
+        attachments=attachments,
+    )
+    system = _system_prompt(
+        user_name=user_name,
+        profile=profile,
+        memories=memories,
+        documents=documents,
+        files=files,
+        now=now or datetime.now(UTC),
+    )
+    history_budget = budget
+    if option is not None:
+        history_budget = max(
+            budget,
+            option.context_tokens - estimate_tokens(system) - settings.reply_max_tokens - 512,
+        )
+    turns = _history_turns(messages, history_budget)
+    images: list[ImageInput] = []
+    if option is not None and option.vision:
+        for attachment in attachments:
+            if attachment.kind != "image":
+                continue
+            image = await image_for_model(
+                settings=settings,
+                owner_id=owner_id,
+                file_id=attachment.id,
+                content_type=attachment.content_type,
+            )
+            if image is None:
+                notices.append(f"{attachment.name} could not be read as an image.")
+            else:
+                images.append(image)
+    if images and turns and turns[-1].role == "user":
+        last = turns[-1]
+        turns[-1] = ChatTurn(role="user", text=last.text, images=[*last.images, *images])
+    credentials = credentials_for(option) if option is not None else None
+    if asyncio.iscoroutine(credentials):
+        credentials = await credentials
+    return ReplyPlan(
+        query=query,
+        option=option,
+        credentials=credentials,
+        system_prompt=system,
+        turns=turns,
+        sources=[*documents, *memories, *files, *profile],
+        notices=notices,
+        attachments=attachments,
+    )

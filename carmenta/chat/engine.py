@@ -1,0 +1,777 @@
+"""Writing replies: one task per reply, in the app process, independent of any browser.
+
+The person's message is committed before generation starts. The reply row is saved as
+it streams (every SAVE_INTERVAL_SECONDS at most), so a closed tab loses nothing and a
+stopped server loses at most the last second; the reply goes on even when nobody
+watches. Pages follow a reply through `follow()`; Stop cancels the task and keeps what
+arrived. A Stop from another instance is seen at the next save (the row is no longer
+`streaming`) and ends the task there too.
+
+Tool calls: reads run at once and the reply continues with their results; writes (post,
+draft, create) pause the reply in status `waiting` until the person approves or
+declines, and then it continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from carmenta.chat import offline
+from carmenta.chat.concierge import ReplyPlan, plan_reply
+from carmenta.chat.llm.streaming import stream_reply
+from carmenta.chat.llm.types import (
+    ChatTurn,
+    ModelCredentials,
+    ModelError,
+    ModelOption,
+    StreamFinished,
+    TextDelta,
+    ToolCall,
+    ToolCallRequested,
+    ToolResult,
+    ToolSpec,
+)
+from carmenta.chat.titles import title_for
+from carmenta.conversations import service as conversations
+from carmenta.conversations.models import MessageStatus
+from carmenta.db import session_scope
+from carmenta.knowledge.embeddings import Embedder, get_embedder
+from carmenta.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+SAVE_INTERVAL_SECONDS = 0.5
+MAX_TOOL_ROUNDS = 6
+FAILED_REPLY = "Something went wrong while writing this reply. Try again."
+
+
+class ModelDirectory(Protocol):
+    """Which models a person may use, and the credentials to call one."""
+
+    async def options(self, *, session: AsyncSession, owner_id: uuid.UUID) -> list[ModelOption]: ...
+
+    async def credentials(
+        self, *, session: AsyncSession, owner_id: uuid.UUID, option: ModelOption
+    ) -> ModelCredentials: ...
+
+
+@dataclass(frozen=True)
+class ToolOffer:
+    spec: ToolSpec
+    title: str
+    writes: bool
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    ok: bool
+    content: str
+    summary: str
+
+
+class ToolBox(Protocol):
+    """The person's connected services, offered to a model as tools."""
+
+    async def offers(self, *, session: AsyncSession, owner_id: uuid.UUID) -> list[ToolOffer]: ...
+
+    def describe(self, *, name: str, arguments: dict[str, Any]) -> str: ...
+
+    async def run(
+        self, *, session: AsyncSession, owner_id: uuid.UUID, name: str, arguments: dict[str, Any]
+    ) -> ToolRun: ...
+
+
+@dataclass
+class LiveReply:
+    """A reply being written by this process, as its followers see it."""
+
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    owner_id: uuid.UUID
+    content: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = MessageStatus.streaming.value
+    error: str | None = None
+    version: int = 0
+    # Monotonic time of the first text, for measuring time to first token.
+    first_text_at: float | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task | None = None
+    stop_requested: bool = False
+    # The stored reply stopped being `streaming` under us (a Stop on another instance).
+    ended_elsewhere: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status != MessageStatus.streaming.value
+
+    async def publish(self) -> None:
+        self.version += 1
+        async with self.changed:
+            self.changed.notify_all()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    message_id: uuid.UUID
+    content: str
+    details: dict[str, Any]
+    status: str
+    error: str | None
+
+
+@dataclass
+class _Round:
+    """What one conversation-with-tools has added beyond the stored messages."""
+
+    extra_turns: list[ChatTurn] = field(default_factory=list)
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "role": turn.role,
+                "text": turn.text,
+                "tool_calls": [
+                    {"id": call.id, "name": call.name, "arguments": call.arguments}
+                    for call in turn.tool_calls
+                ],
+                "tool_results": [
+                    {
+                        "call_id": result.call_id,
+                        "content": result.content,
+                        "is_error": result.is_error,
+                    }
+                    for result in turn.tool_results
+                ],
+            }
+            for turn in self.extra_turns
+        ]
+
+    @classmethod
+    def from_json(cls, value: list[dict[str, Any]]) -> _Round:
+        return cls(
+            extra_turns=[
+                ChatTurn(
+                    role=item["role"],
+                    text=item.get("text", ""),
+                    tool_calls=[ToolCall(**call) for call in item.get("tool_calls", [])],
+                    tool_results=[ToolResult(**result) for result in item.get("tool_results", [])],
+                )
+                for item in value
+            ]
+        )
+
+
+class ChatEngine:
+    def __init__(
+        self,
+        *,
+        models: ModelDirectory,
+        tools: ToolBox | None,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self._models = models
+        self._tools = tools
+        self._settings = settings
+        self._embedder = embedder
+        self._live: dict[uuid.UUID, LiveReply] = {}
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or get_settings()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings)
+        return self._embedder
+
+    # -- starting replies ---------------------------------------------------------------
+
+    async def send(
+        self,
+        *,
+        owner_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        content: str,
+        attachment_ids: list[uuid.UUID] | None = None,
+        user_name: str | None = None,
+    ) -> tuple[conversations.MessageView, conversations.MessageView]:
+        """Store the person's message and start the reply; returns both rows."""
+        async with session_scope() as session:
+            user_message = await conversations.add_user_message(
+                session=session,
+                owner_id=owner_id,
+                conversation_id=conversation_id,
+                content=content,
+                attachment_ids=attachment_ids,
+            )
+            reply = await conversations.start_reply(
+                session=session, owner_id=owner_id, conversation_id=conversation_id, model=None
+            )
+            await session.commit()
+        self._launch(reply, user_name=user_name, first_message=user_message.content)
+        return user_message, reply
+
+    async def regenerate(
+        self, *, owner_id: uuid.UUID, conversation_id: uuid.UUID, user_name: str | None = None
+    ) -> conversations.MessageView:
+        async with session_scope() as session:
+            await conversations.prepare_regenerate(
+                session=session, owner_id=owner_id, conversation_id=conversation_id
+            )
+            reply = await conversations.start_reply(
+                session=session, owner_id=owner_id, conversation_id=conversation_id, model=None
+            )
+            await session.commit()
+        self._launch(reply, user_name=user_name)
+        return reply
+
+    async def edit_and_resend(
+        self,
+        *,
+        owner_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        content: str,
+        user_name: str | None = None,
+    ) -> conversations.MessageView:
+        async with session_scope() as session:
+            await conversations.edit_last_user_message(
+                session=session,
+                owner_id=owner_id,
+                conversation_id=conversation_id,
+                message_id=message_id,
+                content=content,
+            )
+            reply = await conversations.start_reply(
+                session=session, owner_id=owner_id, conversation_id=conversation_id, model=None
+            )
+            await session.commit()
+        self._launch(reply, user_name=user_name)
+        return reply
+
+    async def answer_confirmation(
+        self,
+        *,
+        owner_id: uuid.UUID,
+        message_id: uuid.UUID,
+        approve: bool,
+        user_name: str | None = None,
+    ) -> bool:
+        """The person approved or declined the action a waiting reply asked for."""
+        async with session_scope() as session:
+            message = await conversations.reopen_waiting_reply(
+                session=session, owner_id=owner_id, message_id=message_id
+            )
+            await session.commit()
+        if message is None:
+            return False
+        self._launch(message, user_name=user_name, confirmation=approve)
+        return True
+
+    def _launch(
+        self,
+        reply: conversations.MessageView,
+        *,
+        user_name: str | None,
+        first_message: str | None = None,
+        confirmation: bool | None = None,
+    ) -> LiveReply:
+        live = LiveReply(
+            message_id=reply.id,
+            conversation_id=reply.conversation_id,
+            owner_id=_owner_of(reply),
+            content=reply.content,
+            details=dict(reply.details),
+        )
+        self._live[reply.id] = live
+        live.task = asyncio.create_task(
+            self._write(
+                live, user_name=user_name, first_message=first_message, confirmation=confirmation
+            ),
+            name=f"reply-{reply.id}",
+        )
+        return live
+
+    # -- following and stopping ---------------------------------------------------------
+
+    def live(self, message_id: uuid.UUID) -> LiveReply | None:
+        return self._live.get(message_id)
+
+    def live_ids(self) -> list[uuid.UUID]:
+        return list(self._live)
+
+    async def follow(
+        self, *, owner_id: uuid.UUID, message_id: uuid.UUID
+    ) -> AsyncIterator[Snapshot]:
+        """Snapshots of a live reply as it changes, ending with its final state."""
+        live = self._live.get(message_id)
+        if live is None or live.owner_id != owner_id:
+            return
+        seen = -1
+        while True:
+            async with live.changed:
+                if live.version == seen and not live.finished:
+                    await live.changed.wait()
+            seen = live.version
+            yield Snapshot(
+                message_id=live.message_id,
+                content=live.content,
+                details=live.details,
+                status=live.status,
+                error=live.error,
+            )
+            if live.finished:
+                return
+
+    async def stop(self, *, owner_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+        """End a reply and keep what arrived. Works for a reply another instance writes."""
+        live = self._live.get(message_id)
+        if live is not None and live.owner_id == owner_id and live.task is not None:
+            live.stop_requested = True
+            live.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(live.task)
+            return True
+        async with session_scope() as session:
+            message = await conversations.get_message(
+                session=session, owner_id=owner_id, message_id=message_id
+            )
+            if message is None:
+                return False
+            stopped = await conversations.finish_reply(
+                session=session,
+                owner_id=owner_id,
+                message_id=message_id,
+                content=message.content,
+                status=MessageStatus.stopped,
+            )
+            await session.commit()
+        return stopped
+
+    async def shutdown(self) -> int:
+        """The server is stopping: replies in flight are saved as interrupted."""
+        ids = list(self._live)
+        for live in self._live.values():
+            if live.task is not None:
+                live.task.cancel()
+        for live in list(self._live.values()):
+            if live.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await live.task
+        if not ids:
+            return 0
+        async with session_scope() as session:
+            count = await conversations.mark_replies_interrupted(session=session, message_ids=ids)
+            await session.commit()
+        return count
+
+    # -- the reply task -----------------------------------------------------------------
+
+    async def _write(
+        self,
+        live: LiveReply,
+        *,
+        user_name: str | None,
+        first_message: str | None,
+        confirmation: bool | None,
+    ) -> None:
+        autosave: asyncio.Task | None = None
+        try:
+            plan = await self._plan(live, user_name=user_name)
+            live.details = {**live.details, **plan.details()}
+            if plan.option is not None:
+                live.details["model_label"] = plan.option.label
+            await self._save(live)
+            await live.publish()
+            autosave = asyncio.create_task(self._autosave(live))
+            if plan.offline:
+                await self._write_offline(live, plan)
+            else:
+                await self._write_with_model(live, plan, confirmation=confirmation)
+            autosave.cancel()
+            if live.status == MessageStatus.streaming.value:
+                await self._finish(live, MessageStatus.complete)
+                self._after_exchange(live, plan, first_message=first_message)
+        except asyncio.CancelledError:
+            if live.ended_elsewhere:
+                live.status = MessageStatus.stopped.value
+                await live.publish()
+                return
+            status = MessageStatus.stopped if live.stop_requested else MessageStatus.interrupted
+            await asyncio.shield(self._finish(live, status))
+            if not live.stop_requested:
+                raise
+        except _ReplyEnded:
+            # Stopped elsewhere (another instance, or the row is gone): nothing to save.
+            live.status = MessageStatus.stopped.value
+            await live.publish()
+        except ModelError as error:
+            await self._finish(live, MessageStatus.failed, error=str(error))
+        except conversations.ConversationNotFound:
+            live.status = MessageStatus.failed.value
+            await live.publish()
+        except Exception:
+            logger.exception("reply %s failed", live.message_id)
+            await self._finish(live, MessageStatus.failed, error=FAILED_REPLY)
+        finally:
+            if autosave is not None:
+                autosave.cancel()
+            self._live.pop(live.message_id, None)
+
+    async def _autosave(self, live: LiveReply) -> None:
+        """Save what has arrived every SAVE_INTERVAL_SECONDS, even while the model pauses."""
+        saved_version = live.version
+        while True:
+            await asyncio.sleep(SAVE_INTERVAL_SECONDS)
+            if live.version == saved_version:
+                continue
+            saved_version = live.version
+            try:
+                await self._save(live)
+            except _ReplyEnded:
+                live.ended_elsewhere = True
+                if live.task is not None:
+                    live.task.cancel()
+                return
+
+    async def _plan(self, live: LiveReply, *, user_name: str | None) -> ReplyPlan:
+        async with session_scope() as session:
+            options = await self._models.options(session=session, owner_id=live.owner_id)
+
+            async def credentials_for(option: ModelOption) -> ModelCredentials:
+                return await self._models.credentials(
+                    session=session, owner_id=live.owner_id, option=option
+                )
+
+            return await plan_reply(
+                session=session,
+                settings=self.settings,
+                owner_id=live.owner_id,
+                conversation_id=live.conversation_id,
+                embedder=self.embedder,
+                options=options,
+                credentials_for=credentials_for,
+                user_name=user_name,
+            )
+
+    async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:
+        async with session_scope() as session:
+            reply = await offline.compose_offline_reply(
+                session=session, owner_id=live.owner_id, plan=plan, embedder=self.embedder
+            )
+        live.details["offline"] = True
+        separator = "\n\n" if live.content else ""
+        live.content += separator
+        async for event in offline.stream_text(
+            reply, words_per_second=self.settings.offline_words_per_second
+        ):
+            if isinstance(event, TextDelta):
+                await self._append(live, event.text)
+
+    async def _write_with_model(
+        self, live: LiveReply, plan: ReplyPlan, *, confirmation: bool | None
+    ) -> None:
+        assert plan.option is not None and plan.credentials is not None
+        offers: list[ToolOffer] = []
+        if plan.option.tools and self._tools is not None:
+            async with session_scope() as session:
+                offers = await self._tools.offers(session=session, owner_id=live.owner_id)
+        by_name = {offer.spec.name: offer for offer in offers}
+        rounds = _Round.from_json(live.details.pop("pending_turns", None) or [])
+        if confirmation is not None:
+            finished = await self._resolve_confirmation(live, rounds, approve=confirmation)
+            if not finished:
+                return
+        usage_in = usage_out = 0
+        for _ in range(MAX_TOOL_ROUNDS + 1):
+            calls: list[ToolCall] = []
+            round_text = ""
+            if live.content and not live.content.endswith("\n"):
+                await self._append(live, "\n\n")
+            async for event in stream_reply(
+                option=plan.option,
+                credentials=plan.credentials,
+                system=plan.system_prompt,
+                turns=[*plan.turns, *rounds.extra_turns],
+                tools=[offer.spec for offer in offers],
+                max_tokens=self.settings.reply_max_tokens,
+            ):
+                if isinstance(event, TextDelta):
+                    round_text += event.text
+                    await self._append(live, event.text)
+                elif isinstance(event, ToolCallRequested):
+                    calls.append(ToolCall(id=event.id, name=event.name, arguments=event.arguments))
+                elif isinstance(event, StreamFinished):
+                    usage_in += event.input_tokens or 0
+                    usage_out += event.output_tokens or 0
+            live.details["usage"] = {"input_tokens": usage_in, "output_tokens": usage_out}
+            if not calls:
+                return
+            rounds.extra_turns.append(ChatTurn(role="assistant", text=round_text, tool_calls=calls))
+            results: list[ToolResult] = []
+            writes: list[ToolCall] = []
+            for call in calls:
+                offer = by_name.get(call.name)
+                if offer is not None and offer.writes:
+                    writes.append(call)
+                else:
+                    results.append(await self._run_tool(live, call, offer))
+            if writes:
+                # Reads have run; each action waits for the person's answer in turn.
+                for call in writes:
+                    live.details.setdefault("steps", []).append(
+                        self._step(call, by_name.get(call.name), "queued")
+                    )
+                await self._wait_for_confirmation(live, writes, results, rounds)
+                return
+            rounds.extra_turns.append(ChatTurn(role="user", tool_results=results))
+        await self._append(live, "\n\n*Stopped after too many tool calls in a row.*")
+
+    def _step(self, call: ToolCall, offer: ToolOffer | None, status: str) -> dict[str, Any]:
+        describe = (
+            self._tools.describe(name=call.name, arguments=call.arguments)
+            if self._tools
+            else call.name
+        )
+        return {
+            "id": call.id,
+            "name": call.name,
+            "title": offer.title if offer else call.name,
+            "call": describe,
+            "status": status,
+            "result": "",
+        }
+
+    def _update_step(self, live: LiveReply, call_id: str, **changes: Any) -> None:
+        for step in live.details.setdefault("steps", []):
+            if step["id"] == call_id:
+                step.update(changes)
+
+    async def _run_tool(
+        self, live: LiveReply, call: ToolCall, offer: ToolOffer | None
+    ) -> ToolResult:
+        live.details.setdefault("steps", []).append(self._step(call, offer, "running"))
+        await self._save(live)
+        await live.publish()
+        if offer is None or self._tools is None:
+            outcome = ToolRun(
+                ok=False, content=f"There is no tool named {call.name}.", summary="Unknown tool"
+            )
+        else:
+            async with session_scope() as session:
+                outcome = await self._tools.run(
+                    session=session,
+                    owner_id=live.owner_id,
+                    name=call.name,
+                    arguments=call.arguments,
+                )
+                await session.commit()
+        self._update_step(
+            live, call.id, status="done" if outcome.ok else "failed", result=outcome.summary
+        )
+        await self._save(live)
+        await live.publish()
+        return ToolResult(call_id=call.id, content=outcome.content, is_error=not outcome.ok)
+
+    async def _wait_for_confirmation(
+        self,
+        live: LiveReply,
+        writes: list[ToolCall],
+        results: list[ToolResult],
+        rounds: _Round,
+    ) -> None:
+        self._update_step(live, writes[0].id, status="waiting")
+        live.details["pending_calls"] = [
+            {"id": call.id, "name": call.name, "arguments": call.arguments} for call in writes
+        ]
+        live.details["pending_results"] = [
+            {"call_id": result.call_id, "content": result.content, "is_error": result.is_error}
+            for result in results
+        ]
+        live.details["pending_turns"] = rounds.as_json()
+        await self._finish(live, MessageStatus.waiting)
+
+    async def _resolve_confirmation(
+        self, live: LiveReply, rounds: _Round, *, approve: bool
+    ) -> bool:
+        """Carry out (or not) the first waiting action; True once none is left waiting."""
+        pending = list(live.details.pop("pending_calls", None) or [])
+        results = [ToolResult(**item) for item in live.details.pop("pending_results", None) or []]
+        if not pending:
+            return True
+        first = pending.pop(0)
+        call = ToolCall(id=first["id"], name=first["name"], arguments=first["arguments"])
+        results.append(await self._confirmed_call(live, call, approve=approve))
+        if pending:
+            following = [
+                ToolCall(id=item["id"], name=item["name"], arguments=item["arguments"])
+                for item in pending
+            ]
+            await self._wait_for_confirmation(live, following, results, rounds)
+            return False
+        rounds.extra_turns.append(ChatTurn(role="user", tool_results=results))
+        return True
+
+    async def _confirmed_call(
+        self, live: LiveReply, call: ToolCall, *, approve: bool
+    ) -> ToolResult:
+        if not approve:
+            self._update_step(live, call.id, status="declined", result="You declined.")
+            await self._save(live)
+            await live.publish()
+            return ToolResult(
+                call_id=call.id,
+                content="The person declined this action; it was not carried out.",
+                is_error=True,
+            )
+        outcome: ToolRun
+        if self._tools is None:
+            outcome = ToolRun(ok=False, content="Tools are not available.", summary="Unavailable")
+        else:
+            self._update_step(live, call.id, status="running")
+            await live.publish()
+            async with session_scope() as session:
+                outcome = await self._tools.run(
+                    session=session,
+                    owner_id=live.owner_id,
+                    name=call.name,
+                    arguments=call.arguments,
+                )
+                await session.commit()
+        self._update_step(
+            live, call.id, status="done" if outcome.ok else "failed", result=outcome.summary
+        )
+        await self._save(live)
+        await live.publish()
+        return ToolResult(call_id=call.id, content=outcome.content, is_error=not outcome.ok)
+
+    async def _append(self, live: LiveReply, piece: str) -> None:
+        if not piece:
+            return
+        if live.first_text_at is None and piece.strip():
+            live.first_text_at = time.monotonic()
+        live.content += piece
+        await live.publish()
+
+    async def _save(self, live: LiveReply) -> None:
+        async with session_scope() as session:
+            still_streaming = await conversations.save_reply_progress(
+                session=session,
+                owner_id=live.owner_id,
+                message_id=live.message_id,
+                content=live.content,
+                details=_stored(live.details),
+            )
+            await session.commit()
+        if not still_streaming:
+            raise _ReplyEnded()
+
+    async def _finish(
+        self, live: LiveReply, status: MessageStatus, *, error: str | None = None
+    ) -> None:
+        usage = live.details.get("usage") or {}
+        async with session_scope() as session:
+            await conversations.finish_reply(
+                session=session,
+                owner_id=live.owner_id,
+                message_id=live.message_id,
+                content=live.content,
+                status=status,
+                error=error,
+                details=_stored(live.details),
+                input_tokens=usage.get("input_tokens"),
+                output_tokens=usage.get("output_tokens"),
+            )
+            await session.commit()
+        live.status = status.value
+        live.error = error
+        await live.publish()
+
+    # -- after a complete exchange ------------------------------------------------------
+
+    def _after_exchange(
+        self, live: LiveReply, plan: ReplyPlan, *, first_message: str | None
+    ) -> None:
+        task = asyncio.create_task(self._follow_up(live, plan, first_message=first_message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _follow_up(
+        self, live: LiveReply, plan: ReplyPlan, *, first_message: str | None
+    ) -> None:
+        # Each step on its own: a failed title must not cost the memories, nor the reverse.
+        if first_message is not None:
+            try:
+                title = await title_for(
+                    message=first_message, option=plan.option, credentials=plan.credentials
+                )
+                if title:
+                    async with session_scope() as session:
+                        await conversations.title_if_untitled(
+                            session=session,
+                            owner_id=live.owner_id,
+                            conversation_id=live.conversation_id,
+                            title=title,
+                        )
+                        await session.commit()
+            except Exception:
+                logger.exception("titling the conversation of reply %s failed", live.message_id)
+        try:
+            async with session_scope() as session:
+                await _enqueue_memory_extraction(session=session, live=live)
+                await session.commit()
+        except Exception:
+            logger.exception("queueing memory extraction for reply %s failed", live.message_id)
+
+    async def wait_for_background(self) -> None:
+        """Tests and shutdown: let titling and job enqueueing finish."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+class _ReplyEnded(Exception):
+    """The stored reply is no longer streaming (stopped elsewhere, or deleted)."""
+
+
+def _stored(details: dict[str, Any]) -> dict[str, Any]:
+    # Keys starting with "_" are this process's bookkeeping, not the message's.
+    return json.loads(
+        json.dumps({k: v for k, v in details.items() if not k.startswith("_")}, default=str)
+    )
+
+
+def _owner_of(reply: conversations.MessageView) -> uuid.UUID:
+    owner = getattr(reply, "owner_id", None)
+    if owner is None:
+        raise ValueError("a reply row must carry its owner")
+    return owner
+
+
+async def _enqueue_memory_extraction(*, session: AsyncSession, live: LiveReply) -> None:
+    from carmenta.memory import tasks as memory_tasks
+
+    user_message = await conversations.previous_user_message(
+        session=session, owner_id=live.owner_id, message_id=live.message_id
+    )
+    if user_message is None:
+        return
+    await memory_tasks.enqueue_memory_extraction(
+        session=session,
+        owner_id=live.owner_id,
+        user_message_id=user_message.id,
+        assistant_message_id=live.message_id,
+    )

@@ -1,0 +1,359 @@
+"""Replies written by the chat engine, against PostgreSQL and the local model APIs.
+
+The offline assistant answers from a real knowledge base with the real local
+embedding model; model replies stream through the official clients from the local
+stand-ins of the Anthropic and OpenAI APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from carmenta.chat.engine import ChatEngine, ToolOffer, ToolRun
+from carmenta.chat.llm.types import ToolSpec
+from carmenta.chat.service import CatalogModels
+from carmenta.conversations import service as conversations
+from carmenta.db import session_scope
+from carmenta.knowledge import service as knowledge
+from carmenta.knowledge.embeddings import get_local_embedder
+from carmenta.knowledge.semantic import embed_pending_chunks
+from carmenta.settings import get_settings
+from tests.model_servers import ModelServer, ScriptedReply, ScriptedToolCall
+
+pytestmark = pytest.mark.usefixtures("database_url")
+
+
+@pytest.fixture(scope="module")
+def model_server():
+    server = ModelServer().start()
+    yield server
+    server.stop()
+
+
+async def _new_user() -> uuid.UUID:
+    user_id = uuid.uuid4()
+    async with session_scope() as session:
+        await session.execute(
+            text(
+                "insert into users (id, external_auth_id, auth_provider, display_name)"
+                " values (:id, :external, 'builtin', 'Ada')"
+            ),
+            {"id": user_id, "external": f"engine-{user_id}"},
+        )
+        await session.commit()
+    return user_id
+
+
+async def _conversation(owner: uuid.UUID) -> uuid.UUID:
+    async with session_scope() as session:
+        conversation = await conversations.create_conversation(session=session, owner_id=owner)
+        await session.commit()
+    return conversation.id
+
+
+async def _messages(owner: uuid.UUID, conversation_id: uuid.UUID):
+    async with session_scope() as session:
+        return await conversations.list_messages(
+            session=session, owner_id=owner, conversation_id=conversation_id
+        )
+
+
+def _offline_engine(**overrides: Any) -> ChatEngine:
+    settings = get_settings().model_copy(update={"offline_words_per_second": 2000.0, **overrides})
+    return ChatEngine(
+        models=CatalogModels(settings), tools=None, settings=settings, embedder=get_local_embedder()
+    )
+
+
+def _model_engine(model_server: ModelServer, tools=None, provider: str = "anthropic") -> ChatEngine:
+    if provider == "anthropic":
+        update = {
+            "anthropic_api_key": SecretStr("sk-ant-local-test"),
+            "anthropic_base_url": model_server.anthropic_base_url,
+            "anthropic_models": "claude-sonnet-4-6",
+            "default_model": "anthropic:claude-sonnet-4-6",
+        }
+    else:
+        update = {
+            "openai_api_key": SecretStr("sk-local-test"),
+            "openai_base_url": model_server.openai_base_url,
+            "openai_models": "gpt-4.1-mini",
+            "default_model": "openai:gpt-4.1-mini",
+        }
+    settings = get_settings().model_copy(update=update)
+    return ChatEngine(
+        models=CatalogModels(settings),
+        tools=tools,
+        settings=settings,
+        embedder=get_local_embedder(),
+    )
+
+
+async def _wait(engine: ChatEngine, owner, message_id) -> list:
+    snapshots = [snap async for snap in engine.follow(owner_id=owner, message_id=message_id)]
+    await engine.wait_for_background()
+    return snapshots
+
+
+async def test_offline_assistant_answers_from_the_knowledge_base_and_says_it_is_offline():
+    owner = await _new_user()
+    embedder = get_local_embedder()
+    async with session_scope() as session:
+        await knowledge.create_document(
+            session=session,
+            owner_id=owner,
+            parent_path="knowledge",
+            title="Sarah O'Neil",
+            content=(
+                "Sarah is my sister-in-law. Her birthday is on the 12th of March. "
+                "She loves orchids and hates loud restaurants."
+            ),
+        )
+        await knowledge.create_document(
+            session=session,
+            owner_id=owner,
+            parent_path="knowledge",
+            title="Car",
+            content="The car needs new tyres before winter. Service is due in May.",
+        )
+        await session.commit()
+    async with session_scope() as session:
+        await embed_pending_chunks(session=session, embedder=embedder, limit=1000)
+        await session.commit()
+    conversation_id = await _conversation(owner)
+    engine = _offline_engine()
+
+    _, reply = await engine.send(
+        owner_id=owner, conversation_id=conversation_id, content="When is Sarah's birthday?"
+    )
+    snapshots = await _wait(engine, owner, reply.id)
+    assert len(snapshots) > 3, "the reply should arrive in pieces"
+
+    messages = await _messages(owner, conversation_id)
+    answer = messages[-1]
+    assert answer.status == "complete"
+    assert answer.content.startswith("**Offline assistant**")
+    assert "12th of March" in answer.content
+    assert "Sarah O'Neil" in answer.content and "/knowledge?doc=" in answer.content
+    assert "tyres" not in answer.content
+    context = answer.details["context"]
+    assert context["summary"].get("document", 0) >= 1
+    assert any(source["title"] == "Sarah O'Neil" for source in context["sources"])
+    async with session_scope() as session:
+        conversation = await conversations.get_conversation(
+            session=session, owner_id=owner, conversation_id=conversation_id
+        )
+    assert conversation.title == "When is Sarah's birthday"
+
+
+async def test_offline_assistant_says_plainly_when_it_finds_nothing():
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _offline_engine()
+    _, reply = await engine.send(
+        owner_id=owner, conversation_id=conversation_id, content="What is the capital of Peru?"
+    )
+    await _wait(engine, owner, reply.id)
+    answer = (await _messages(owner, conversation_id))[-1]
+    assert "found nothing" in answer.content and "capital of Peru" in answer.content
+
+
+async def test_stop_keeps_what_arrived_and_regenerate_replaces_the_reply():
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _offline_engine(offline_words_per_second=20.0)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="help")
+    async for snapshot in engine.follow(owner_id=owner, message_id=reply.id):
+        if len(snapshot.content) > 60:
+            break
+    assert await engine.stop(owner_id=owner, message_id=reply.id)
+    stopped = (await _messages(owner, conversation_id))[-1]
+    assert stopped.status == "stopped"
+    assert len(stopped.content) > 60 and "Connections page" not in stopped.content
+
+    fast = _offline_engine()
+    new_reply = await fast.regenerate(owner_id=owner, conversation_id=conversation_id)
+    await _wait(fast, owner, new_reply.id)
+    messages = await _messages(owner, conversation_id)
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert messages[-1].id == new_reply.id and messages[-1].status == "complete"
+    assert "Connections page" in messages[-1].content
+
+
+async def test_a_reply_goes_on_and_is_saved_when_nobody_follows_it(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    model_server.state.script(
+        ScriptedReply(text_chunks=["One ", "two ", "three ", "four."], delay=0.05)
+    )
+    engine = _model_engine(model_server)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Count")
+    # The browser goes away at once: nobody follows the reply.
+    live = engine.live(reply.id)
+    assert live is not None and live.task is not None
+    await live.task
+    await engine.wait_for_background()
+    answer = (await _messages(owner, conversation_id))[-1]
+    assert (answer.status, answer.content) == ("complete", "One two three four.")
+    assert answer.details["usage"]["output_tokens"] > 0
+
+
+async def test_the_reply_is_saved_while_it_streams(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    release = threading.Event()
+    model_server.state.script(
+        ScriptedReply(text_chunks=["Saved before the end. ", "The rest."], wait_for=release)
+    )
+    engine = _model_engine(model_server)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Go")
+    stored = None
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        stored = (await _messages(owner, conversation_id))[-1]
+        if stored.content:
+            break
+    assert stored is not None
+    assert (stored.status, stored.content) == ("streaming", "Saved before the end. ")
+    release.set()
+    await _wait(engine, owner, reply.id)
+    final = (await _messages(owner, conversation_id))[-1]
+    assert (final.status, final.content) == ("complete", "Saved before the end. The rest.")
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_a_model_failure_is_recorded_in_words(model_server, provider):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    model_server.state.script(ScriptedReply(status=401, error_message="invalid x-api-key"))
+    engine = _model_engine(model_server, provider=provider)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Hi")
+    await _wait(engine, owner, reply.id)
+    answer = (await _messages(owner, conversation_id))[-1]
+    assert answer.status == "failed"
+    assert answer.error and "key" in answer.error.lower()
+    assert "sk-local-test" not in answer.error and "sk-ant-local-test" not in answer.error
+
+
+class _Arithmetic:
+    """A tool box of two local tools: one that reads, one that writes."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, dict]] = []
+
+    async def offers(self, *, session, owner_id):
+        number = {"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]}
+        return [
+            ToolOffer(ToolSpec("double", "Double a number", number), "Double", writes=False),
+            ToolOffer(ToolSpec("publish", "Publish a number", number), "Publish", writes=True),
+        ]
+
+    def describe(self, *, name, arguments):
+        return f"{name} {arguments.get('a')}"
+
+    async def run(self, *, session, owner_id, name, arguments):
+        self.runs.append((name, arguments))
+        if name == "double":
+            return ToolRun(ok=True, content=str(arguments["a"] * 2), summary="Doubled")
+        return ToolRun(ok=True, content="published", summary="Published")
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_tool_calls_round_trip_and_writes_wait_for_confirmation(model_server, provider):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    tools = _Arithmetic()
+    model_server.state.script(
+        ScriptedReply(
+            text_chunks=["Let me double it. "],
+            tool_calls=[ScriptedToolCall(name="double", arguments={"a": 21})],
+        ),
+        ScriptedReply(
+            text_chunks=["It is 42. Publishing."],
+            tool_calls=[ScriptedToolCall(name="publish", arguments={"a": 42})],
+        ),
+        ScriptedReply(text_chunks=["Done: published 42."]),
+    )
+    engine = _model_engine(model_server, tools=tools, provider=provider)
+    before = len(model_server.state.requests)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="21?")
+    await _wait(engine, owner, reply.id)
+
+    waiting = (await _messages(owner, conversation_id))[-1]
+    assert waiting.status == "waiting"
+    assert tools.runs == [("double", {"a": 21})]
+    steps = waiting.details["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [("double", "done"), ("publish", "waiting")]
+    assert steps[1]["call"] == "publish 42"
+
+    assert await engine.answer_confirmation(owner_id=owner, message_id=reply.id, approve=True)
+    await _wait(engine, owner, reply.id)
+    final = (await _messages(owner, conversation_id))[-1]
+    assert final.status == "complete"
+    assert tools.runs == [("double", {"a": 21}), ("publish", {"a": 42})]
+    assert "It is 42." in final.content and final.content.endswith("Done: published 42.")
+    assert [s["status"] for s in final.details["steps"]] == ["done", "done"]
+
+    # The tool's result went back to the model in the provider's own shape.
+    sent = model_server.state.requests[before:]
+    second_body = sent[1].body
+    if provider == "anthropic":
+        results = [
+            block
+            for message in second_body["messages"]
+            if message["role"] == "user" and isinstance(message["content"], list)
+            for block in message["content"]
+            if block.get("type") == "tool_result"
+        ]
+        assert results and results[0]["content"] in ("42", [{"type": "text", "text": "42"}])
+    else:
+        tool_messages = [m for m in second_body["messages"] if m["role"] == "tool"]
+        assert tool_messages and tool_messages[0]["content"] == "42"
+
+
+async def test_a_declined_action_is_not_carried_out(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    tools = _Arithmetic()
+    model_server.state.script(
+        ScriptedReply(tool_calls=[ScriptedToolCall(name="publish", arguments={"a": 1})]),
+        ScriptedReply(text_chunks=["Understood, nothing was published."]),
+    )
+    engine = _model_engine(model_server, tools=tools)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Go")
+    await _wait(engine, owner, reply.id)
+    assert await engine.answer_confirmation(owner_id=owner, message_id=reply.id, approve=False)
+    await _wait(engine, owner, reply.id)
+    final = (await _messages(owner, conversation_id))[-1]
+    assert tools.runs == []
+    assert final.details["steps"][0]["status"] == "declined"
+    assert final.content.endswith("nothing was published.")
+    # A second answer to the same question does nothing.
+    assert not await engine.answer_confirmation(owner_id=owner, message_id=reply.id, approve=True)
+
+
+async def test_another_person_cannot_follow_stop_or_confirm_a_reply(model_server):
+    owner = await _new_user()
+    stranger = await _new_user()
+    conversation_id = await _conversation(owner)
+    release = threading.Event()
+    model_server.state.script(ScriptedReply(text_chunks=["a ", "b"], wait_for=release))
+    engine = _model_engine(model_server)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Go")
+    assert [s async for s in engine.follow(owner_id=stranger, message_id=reply.id)] == []
+    assert not await engine.stop(owner_id=stranger, message_id=reply.id)
+    assert not await engine.answer_confirmation(
+        owner_id=stranger, message_id=reply.id, approve=True
+    )
+    with pytest.raises(conversations.ConversationNotFound):
+        await engine.send(owner_id=stranger, conversation_id=conversation_id, content="Hijack")
+    release.set()
+    await _wait(engine, owner, reply.id)
+    assert (await _messages(owner, conversation_id))[-1].status == "complete"

@@ -1,0 +1,273 @@
+"""Conversations against PostgreSQL: listing, search, renaming, isolation, bad input."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from carmenta.conversations import service as conversations
+from carmenta.conversations.models import MessageStatus
+
+
+async def _user(session) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    await session.execute(
+        text(
+            "insert into users (id, external_auth_id, auth_provider)"
+            " values (:id, :external, 'builtin')"
+        ),
+        {"id": user_id, "external": f"chat-{user_id}"},
+    )
+    return user_id
+
+
+async def _exchange(session, owner, conversation_id, question: str, answer: str) -> None:
+    await conversations.add_user_message(
+        session=session, owner_id=owner, conversation_id=conversation_id, content=question
+    )
+    reply = await conversations.start_reply(
+        session=session, owner_id=owner, conversation_id=conversation_id, model=None
+    )
+    await conversations.finish_reply(
+        session=session,
+        owner_id=owner,
+        message_id=reply.id,
+        content=answer,
+        status=MessageStatus.complete,
+    )
+
+
+async def test_conversations_are_listed_by_last_activity_and_archived_apart(session):
+    owner = await _user(session)
+    first = await conversations.create_conversation(session=session, owner_id=owner)
+    second = await conversations.create_conversation(session=session, owner_id=owner)
+    await _exchange(session, owner, first.id, "Plan the garden", "Start with tomatoes.")
+    listed = await conversations.list_conversations(session=session, owner_id=owner)
+    assert [item.id for item in listed] == [first.id, second.id]
+
+    await conversations.set_archived(
+        session=session, owner_id=owner, conversation_id=first.id, archived=True
+    )
+    assert [
+        c.id for c in await conversations.list_conversations(session=session, owner_id=owner)
+    ] == [second.id]
+    archived = await conversations.list_conversations(
+        session=session, owner_id=owner, archived=True
+    )
+    assert [item.id for item in archived] == [first.id] and archived[0].archived
+
+    await conversations.set_starred(
+        session=session, owner_id=owner, conversation_id=second.id, starred=True
+    )
+    renamed = await conversations.rename_conversation(
+        session=session, owner_id=owner, conversation_id=second.id, title="  Trip   to Porto "
+    )
+    assert renamed.title == "Trip to Porto" and renamed.starred
+    # A title the person chose is never replaced by an automatic one.
+    assert not await conversations.title_if_untitled(
+        session=session, owner_id=owner, conversation_id=second.id, title="Something else"
+    )
+    await conversations.delete_conversation(
+        session=session, owner_id=owner, conversation_id=second.id
+    )
+    assert await conversations.list_conversations(session=session, owner_id=owner) == []
+
+
+async def test_search_finds_titles_and_message_text_with_a_snippet(session):
+    owner = await _user(session)
+    garden = await conversations.create_conversation(
+        session=session, owner_id=owner, title="Garden plans"
+    )
+    await _exchange(
+        session, owner, garden.id, "When should I plant?", "Plant the tomatoes in late spring."
+    )
+    taxes = await conversations.create_conversation(session=session, owner_id=owner, title="Taxes")
+    await _exchange(session, owner, taxes.id, "Deadline?", "The return is due in April.")
+
+    by_text = await conversations.search_conversations(
+        session=session, owner_id=owner, query="tomato"
+    )
+    assert [item.id for item in by_text] == [garden.id]
+    assert "«tomatoes»" in by_text[0].snippet
+    by_title = await conversations.search_conversations(
+        session=session, owner_id=owner, query="taxes"
+    )
+    assert [item.id for item in by_title] == [taxes.id]
+    assert await conversations.search_conversations(session=session, owner_id=owner, query="") == []
+    # Operators and quotes never raise.
+    for hostile in ['"unclosed', "a & | ! :*", "-", "'); drop table messages; --"]:
+        await conversations.search_conversations(session=session, owner_id=owner, query=hostile)
+
+
+async def test_another_person_cannot_read_rename_delete_or_append(session):
+    owner = await _user(session)
+    stranger = await _user(session)
+    mine = await conversations.create_conversation(session=session, owner_id=owner, title="Mine")
+    await _exchange(session, owner, mine.id, "My secret plan", "Noted.")
+
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.list_messages(
+            session=session, owner_id=stranger, conversation_id=mine.id
+        )
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.rename_conversation(
+            session=session, owner_id=stranger, conversation_id=mine.id, title="Taken"
+        )
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.delete_conversation(
+            session=session, owner_id=stranger, conversation_id=mine.id
+        )
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.add_user_message(
+            session=session, owner_id=stranger, conversation_id=mine.id, content="Injected"
+        )
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.start_reply(
+            session=session, owner_id=stranger, conversation_id=mine.id, model=None
+        )
+    assert (
+        await conversations.search_conversations(session=session, owner_id=stranger, query="secret")
+        == []
+    )
+    messages = await conversations.list_messages(
+        session=session, owner_id=owner, conversation_id=mine.id
+    )
+    assert [m.content for m in messages] == ["My secret plan", "Noted."]
+    # A guessed message id of someone else's reply cannot be written to.
+    assert not await conversations.save_reply_progress(
+        session=session, owner_id=stranger, message_id=messages[1].id, content="overwritten"
+    )
+
+
+async def test_bad_messages_are_refused_with_the_reason(session):
+    owner = await _user(session)
+    other = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    with pytest.raises(conversations.MessageRefused, match="Write a message"):
+        await conversations.add_user_message(
+            session=session, owner_id=owner, conversation_id=conversation.id, content="   "
+        )
+    with pytest.raises(conversations.MessageRefused, match="200,000"):
+        await conversations.add_user_message(
+            session=session,
+            owner_id=owner,
+            conversation_id=conversation.id,
+            content="x" * (conversations.MAX_MESSAGE_CHARS + 1),
+        )
+    other_file = uuid.uuid4()
+    await session.execute(
+        text(
+            "insert into files (id, owner_id, storage_key, original_name, content_type, kind,"
+            " size_bytes, sha256, status) values (:id, :owner, :key, 'a.txt', 'text/plain',"
+            " 'text', 1, 'x', 'ready')"
+        ),
+        {"id": other_file, "owner": other, "key": f"{other}/{other_file}/original"},
+    )
+    with pytest.raises(conversations.MessageRefused, match="no longer exists"):
+        await conversations.add_user_message(
+            session=session,
+            owner_id=owner,
+            conversation_id=conversation.id,
+            content="See attached",
+            attachment_ids=[other_file],
+        )
+    with pytest.raises(conversations.MessageRefused, match="title"):
+        await conversations.rename_conversation(
+            session=session, owner_id=owner, conversation_id=conversation.id, title="   "
+        )
+    assert (
+        await conversations.list_messages(
+            session=session, owner_id=owner, conversation_id=conversation.id
+        )
+        == []
+    )
+
+
+async def test_a_second_reply_cannot_start_while_one_streams(session):
+    owner = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    await conversations.add_user_message(
+        session=session, owner_id=owner, conversation_id=conversation.id, content="Hello"
+    )
+    reply = await conversations.start_reply(
+        session=session, owner_id=owner, conversation_id=conversation.id, model=None
+    )
+    with pytest.raises(conversations.ReplyInProgress):
+        await conversations.add_user_message(
+            session=session, owner_id=owner, conversation_id=conversation.id, content="Again"
+        )
+    # A stopped reply keeps its text and can no longer be written to.
+    assert await conversations.finish_reply(
+        session=session,
+        owner_id=owner,
+        message_id=reply.id,
+        content="Partial",
+        status=MessageStatus.stopped,
+    )
+    assert not await conversations.save_reply_progress(
+        session=session, owner_id=owner, message_id=reply.id, content="Later text"
+    )
+    stored = await conversations.get_message(session=session, owner_id=owner, message_id=reply.id)
+    assert stored is not None and (stored.content, stored.status) == ("Partial", "stopped")
+
+
+async def test_regenerate_and_edit_remove_the_replies_that_follow(session):
+    owner = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    await _exchange(session, owner, conversation.id, "First question", "First answer")
+    await _exchange(session, owner, conversation.id, "Second question", "Second answer")
+    last_user = await conversations.prepare_regenerate(
+        session=session, owner_id=owner, conversation_id=conversation.id
+    )
+    assert last_user.content == "Second question"
+    contents = [
+        m.content
+        for m in await conversations.list_messages(
+            session=session, owner_id=owner, conversation_id=conversation.id
+        )
+    ]
+    assert contents == ["First question", "First answer", "Second question"]
+
+    messages = await conversations.list_messages(
+        session=session, owner_id=owner, conversation_id=conversation.id
+    )
+    with pytest.raises(conversations.MessageRefused, match="last message"):
+        await conversations.edit_last_user_message(
+            session=session,
+            owner_id=owner,
+            conversation_id=conversation.id,
+            message_id=messages[0].id,
+            content="Changed history",
+        )
+    edited = await conversations.edit_last_user_message(
+        session=session,
+        owner_id=owner,
+        conversation_id=conversation.id,
+        message_id=last_user.id,
+        content="Second question, better put",
+    )
+    assert edited.content == "Second question, better put"
+
+
+async def test_replies_left_streaming_by_a_stopped_server_become_interrupted(session):
+    owner = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    await conversations.add_user_message(
+        session=session, owner_id=owner, conversation_id=conversation.id, content="Hi"
+    )
+    reply = await conversations.start_reply(
+        session=session, owner_id=owner, conversation_id=conversation.id, model=None
+    )
+    await conversations.save_reply_progress(
+        session=session, owner_id=owner, message_id=reply.id, content="Half a rep"
+    )
+    await session.execute(
+        text("update messages set updated_at = now() - interval '5 minutes' where id = :id"),
+        {"id": reply.id},
+    )
+    assert await conversations.mark_stale_replies_interrupted(session=session) >= 1
+    stored = await conversations.get_message(session=session, owner_id=owner, message_id=reply.id)
+    assert stored is not None
+    assert (stored.status, stored.content) == ("interrupted", "Half a rep")
