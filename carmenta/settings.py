@@ -32,7 +32,7 @@ class JobWorkerMode(StrEnum):
 
 # Offered when ANTHROPIC_API_KEY (or a person's Anthropic key) is set and
 # ANTHROPIC_MODELS is not; OpenAI's likewise for OPENAI_API_KEY without a base URL.
-DEFAULT_ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+DEFAULT_ANTHROPIC_MODELS = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5")
 DEFAULT_OPENAI_MODELS = ("gpt-4.1", "gpt-4.1-mini")
 
 

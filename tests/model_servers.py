@@ -100,6 +100,8 @@ class ScriptedReply:
     times: int = 1
     stop_reason: str | None = None
     input_tokens: int = 21
+    # None: one per word of text and ten per tool call.
+    output_tokens: int | None = None
 
 
 @dataclass
@@ -147,6 +149,16 @@ class ModelServerState:
 
     def requests_to(self, api: str) -> list[RecordedRequest]:
         return [request for request in self.requests if request.api == api]
+
+
+def anthropic_key_of(headers: Any) -> str | None:
+    """The key an Anthropic request carries: `x-api-key`, or a bearer token (which the
+    current official client sends)."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    authorization = headers.get("authorization") or ""
+    return authorization[7:] if authorization.lower().startswith("bearer ") else None
 
 
 def _sse(event: str | None, data: Any) -> bytes:
@@ -248,7 +260,7 @@ def build_app(state: ModelServerState) -> Starlette:
         body = await record(request, "anthropic")
         if (
             state.anthropic_key is not None
-            and request.headers.get("x-api-key") != state.anthropic_key
+            and anthropic_key_of(request.headers) != state.anthropic_key
         ):
             return anthropic_error(401, None, "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
@@ -271,7 +283,9 @@ def build_app(state: ModelServerState) -> Starlette:
             "tool_use" if tool_calls else "end_turn"
         )
         input_tokens = reply.input_tokens if reply else len(json.dumps(body)) // 4
-        output_tokens = sum(len(chunk.split()) for chunk in text_chunks) + 10 * len(tool_calls)
+        output_tokens = (reply.output_tokens if reply else None) or (
+            sum(len(chunk.split()) for chunk in text_chunks) + 10 * len(tool_calls)
+        )
 
         if not body.get("stream"):
             content: list[dict[str, Any]] = []
@@ -430,7 +444,9 @@ def build_app(state: ModelServerState) -> Starlette:
             "tool_calls" if tool_calls else "stop"
         )
         prompt_tokens = reply.input_tokens if reply else len(json.dumps(body)) // 4
-        completion_tokens = sum(len(chunk.split()) for chunk in text_chunks) + 10 * len(tool_calls)
+        completion_tokens = (reply.output_tokens if reply else None) or (
+            sum(len(chunk.split()) for chunk in text_chunks) + 10 * len(tool_calls)
+        )
         completion_id = f"chatcmpl-{secrets.token_hex(8)}"
         created = int(time.time())
 
@@ -545,7 +561,7 @@ def build_app(state: ModelServerState) -> Starlette:
             return openai_error(state.models_status, None, None, "Scripted error")
         if is_anthropic:
             if state.anthropic_key is not None and (
-                request.headers.get("x-api-key") != state.anthropic_key
+                anthropic_key_of(request.headers) != state.anthropic_key
             ):
                 return anthropic_error(401, None, "invalid x-api-key")
             names = state.models["anthropic"]

@@ -26,6 +26,7 @@ TASK_MODULES: tuple[str, ...] = (
     "carmenta.files.tasks",
     "carmenta.connections.tasks",
     "carmenta.knowledge.tasks",
+    "carmenta.memory.tasks",
 )
 
 # Queue connections are used one query at a time (fetch, heartbeat, finish), never
