@@ -12,7 +12,7 @@ const formatSize = (bytes) => {
 
 let nextId = 0;
 
-export function FileUploader({ onUploaded, label, hint, pasteTarget }) {
+export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, longTextChars }) {
   const [items, setItems] = useState([]);
   const [dragging, setDragging] = useState(false);
   const requests = useRef(new Map());
@@ -111,11 +111,45 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget }) {
       if (files && files.length > 0) {
         event.preventDefault();
         addFiles(files);
+        return;
+      }
+      // A long pasted text becomes an attached text file instead of a wall in the box.
+      const pasted = event.clipboardData && event.clipboardData.getData("text/plain");
+      if (longTextChars && pasted && pasted.length > longTextChars) {
+        event.preventDefault();
+        addFiles([new File([pasted], "pasted text.txt", { type: "text/plain" })]);
       }
     };
+    // Files dropped anywhere on the page are taken, not opened by the browser.
+    const onDragOver = (event) => {
+      if (event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files")) {
+        event.preventDefault();
+        setDragging(true);
+      }
+    };
+    const onDrop = (event) => {
+      if (event.dataTransfer && event.dataTransfer.files && event.dataTransfer.files.length > 0) {
+        event.preventDefault();
+        setDragging(false);
+        addFiles(event.dataTransfer.files);
+      }
+    };
+    const onDragLeave = (event) => {
+      if (!event.relatedTarget) setDragging(false);
+    };
     window.addEventListener("paste", onPaste);
-    return () => window.removeEventListener("paste", onPaste);
-  }, [pasteTarget, addFiles]);
+    if (compact) {
+      window.addEventListener("dragover", onDragOver);
+      window.addEventListener("drop", onDrop);
+      window.addEventListener("dragleave", onDragLeave);
+    }
+    return () => {
+      window.removeEventListener("paste", onPaste);
+      window.removeEventListener("dragover", onDragOver);
+      window.removeEventListener("drop", onDrop);
+      window.removeEventListener("dragleave", onDragLeave);
+    };
+  }, [pasteTarget, addFiles, compact, longTextChars]);
 
   useEffect(
     () => () => {
@@ -124,6 +158,15 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget }) {
     [],
   );
 
+  const compactZone = {
+    display: "flex",
+    alignItems: "center",
+    gap: "0.5rem",
+    border: `1px dashed ${dragging ? "var(--accent-9)" : "transparent"}`,
+    background: dragging ? "var(--accent-a3)" : "transparent",
+    borderRadius: "var(--radius-3)",
+    padding: "0.15rem",
+  };
   const zoneStyle = {
     border: `2px dashed ${dragging ? "var(--accent-9)" : "var(--gray-7)"}`,
     background: dragging ? "var(--accent-a3)" : "var(--gray-a2)",
@@ -154,6 +197,34 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget }) {
 
   return (
     <div data-testid="file-uploader" style={{ width: "100%" }}>
+      {compact ? (
+        <div style={compactZone} data-testid="drop-zone">
+          <button
+            type="button"
+            style={smallButton}
+            onClick={() => inputRef.current.click()}
+            aria-label={label || "Attach files"}
+            title={label || "Attach files"}
+          >
+            <svg width="14" height="14" viewBox="0 0 24 24" fill="none" stroke="currentColor" strokeWidth="2" strokeLinecap="round" strokeLinejoin="round" aria-hidden="true" style={{ verticalAlign: "-2px", marginRight: "0.3rem" }}>
+              <path d="m21.44 11.05-9.19 9.19a6 6 0 0 1-8.49-8.49l8.57-8.57A4 4 0 1 1 18 8.84l-8.59 8.57a2 2 0 0 1-2.83-2.83l8.49-8.48" />
+            </svg>
+            {dragging ? "Drop to attach" : label || "Attach"}
+          </button>
+          <input
+            ref={inputRef}
+            type="file"
+            multiple
+            hidden
+            aria-label={label || "Attach files"}
+            data-testid="file-input"
+            onChange={(event) => {
+              addFiles(event.target.files);
+              event.target.value = "";
+            }}
+          />
+        </div>
+      ) : (
       <div
         style={zoneStyle}
         data-testid="drop-zone"
@@ -187,9 +258,10 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget }) {
           }}
         />
       </div>
-      {items.length > 0 && (
+      )}
+      {items.filter((item) => !(compact && item.state === "done")).length > 0 && (
         <ul aria-label="Uploads" style={{ listStyle: "none", padding: 0, margin: "0.75rem 0 0" }}>
-          {items.map((item) => (
+          {items.filter((item) => !(compact && item.state === "done")).map((item) => (
             <li
               key={item.id}
               data-testid="upload-item"

@@ -3,11 +3,13 @@
 import reflex as rx
 
 from carmenta.api.routes import build_api
+from carmenta.chat.lifespan import chat_lifespan
 from carmenta.components.layout import PAGES
 from carmenta.components.theme import GLOBAL_STYLE
 from carmenta.jobs.worker import inline_worker_lifespan
 from carmenta.pages import (  # noqa: F401  (registers the pages)
     account,
+    chat,
     connections,
     files,
     home,
@@ -32,3 +34,5 @@ app.add_page(not_found.not_found, route="/404", title="Not found · Carmenta")
 
 # With JOB_WORKER=inline (the embedded default) jobs run inside this process.
 app.register_lifespan_task(inline_worker_lifespan)
+# Replies: interrupted ones recorded at start, ones in flight saved at shutdown.
+app.register_lifespan_task(chat_lifespan)

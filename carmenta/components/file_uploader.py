@@ -12,6 +12,10 @@ class FileUploader(rx.Component):
     hint: rx.Var[str]
     # Listen for pasted files anywhere on the page while the widget is shown.
     paste_target: rx.Var[bool]
+    # A small attach button for a composer; files dropped anywhere on the page are taken.
+    compact: rx.Var[bool]
+    # A pasted text longer than this becomes an attached text file (0: never).
+    long_text_chars: rx.Var[int]
     on_uploaded: rx.EventHandler[lambda info: [info]]
 
 

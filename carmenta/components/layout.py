@@ -9,6 +9,7 @@ import reflex as rx
 
 from carmenta.components.sidebar import desktop_sidebar, mobile_sidebar
 from carmenta.settings import get_settings
+from carmenta.state.conversation_list import ConversationListState
 from carmenta.state.session import SessionState
 from carmenta.state.shell import ShellState
 
@@ -172,7 +173,12 @@ def page(*, route: str, title: str, on_load: list | None = None):
                 route=route,
                 title=title,
                 component=wrapped,
-                on_load=[SessionState.require_sign_in, ShellState.check_services, *(on_load or [])],
+                on_load=[
+                    SessionState.require_sign_in,
+                    ShellState.check_services,
+                    ConversationListState.reload,
+                    *(on_load or []),
+                ],
             )
         )
         return render

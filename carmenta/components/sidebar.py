@@ -3,6 +3,7 @@
 import reflex as rx
 
 from carmenta.components.theme import SIDEBAR_WIDTH
+from carmenta.state.conversation_list import ConversationItem, ConversationListState
 from carmenta.state.shell import ShellState
 
 
@@ -15,30 +16,208 @@ def brand() -> rx.Component:
     )
 
 
+def conversation_row(item: ConversationItem) -> rx.Component:
+    return rx.hstack(
+        rx.link(
+            rx.vstack(
+                rx.text(item.title, size="2", trim="both", class_name="one-line"),
+                rx.cond(
+                    item.snippet_before + item.snippet_match + item.snippet_after != "",
+                    rx.text(
+                        item.snippet_before,
+                        rx.el.mark(item.snippet_match),
+                        item.snippet_after,
+                        size="1",
+                        color_scheme="gray",
+                        class_name="one-line",
+                    ),
+                ),
+                spacing="0",
+                align="start",
+                min_width="0",
+            ),
+            href="/chat/" + item.id,
+            color="inherit",
+            underline="none",
+            flex="1",
+            min_width="0",
+            padding="0.3rem 0.4rem",
+            data_testid="conversation-link",
+        ),
+        rx.dropdown_menu.root(
+            rx.dropdown_menu.trigger(
+                rx.icon_button(
+                    rx.icon("ellipsis", size=14, aria_hidden="true"),
+                    variant="ghost",
+                    size="1",
+                    color_scheme="gray",
+                    aria_label="Actions for " + item.title,
+                    data_testid="conversation-actions",
+                )
+            ),
+            rx.dropdown_menu.content(
+                rx.dropdown_menu.item(
+                    "Rename", on_select=ConversationListState.ask_rename(item.id, item.title)
+                ),
+                rx.dropdown_menu.item(
+                    rx.cond(item.starred, "Unstar", "Star"),
+                    on_select=ConversationListState.toggle_star(item.id, item.starred),
+                ),
+                rx.dropdown_menu.item(
+                    rx.cond(item.archived, "Unarchive", "Archive"),
+                    on_select=ConversationListState.toggle_archive(item.id, item.archived),
+                ),
+                rx.dropdown_menu.separator(),
+                rx.dropdown_menu.item(
+                    "Delete…",
+                    color="red",
+                    on_select=ConversationListState.ask_delete(item.id, item.title),
+                ),
+            ),
+        ),
+        rx.cond(
+            item.starred, rx.icon("star", size=12, aria_label="Starred", color="var(--amber-9)")
+        ),
+        align="center",
+        spacing="1",
+        width="100%",
+        border_radius="var(--radius-2)",
+        _hover={"background": "var(--gray-a3)"},
+        data_testid="conversation-row",
+    )
+
+
+def rename_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Rename conversation"),
+            rx.form(
+                rx.vstack(
+                    rx.input(
+                        name="title",
+                        value=ConversationListState.rename_text,
+                        on_change=ConversationListState.set_rename_text,
+                        aria_label="Title",
+                        auto_focus=True,
+                        data_testid="rename-input",
+                    ),
+                    rx.hstack(
+                        rx.dialog.close(
+                            rx.button("Cancel", variant="soft", color_scheme="gray", type="button")
+                        ),
+                        rx.button("Save", type="submit", data_testid="rename-save"),
+                        justify="end",
+                        width="100%",
+                    ),
+                    spacing="3",
+                ),
+                on_submit=lambda _: ConversationListState.rename(),
+            ),
+        ),
+        open=ConversationListState.rename_id != "",
+        on_open_change=lambda _: ConversationListState.close_dialogs(),
+    )
+
+
+def delete_dialog() -> rx.Component:
+    return rx.alert_dialog.root(
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Delete this conversation?"),
+            rx.alert_dialog.description(
+                "“", ConversationListState.delete_title, "” and all its messages will be gone."
+            ),
+            rx.hstack(
+                rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                rx.alert_dialog.action(
+                    rx.button(
+                        "Delete",
+                        color_scheme="red",
+                        on_click=ConversationListState.delete,
+                        data_testid="confirm-delete-conversation",
+                    )
+                ),
+                justify="end",
+                spacing="2",
+                margin_top="1rem",
+            ),
+        ),
+        open=ConversationListState.delete_id != "",
+        on_open_change=lambda _: ConversationListState.close_dialogs(),
+    )
+
+
 def conversation_list() -> rx.Component:
-    # Conversations arrive with the chat; until then the list is honestly empty.
     return rx.vstack(
-        rx.heading(
-            "Conversations",
-            size="1",
-            weight="medium",
-            color_scheme="gray",
-            as_="h2",
-            text_transform="uppercase",
-            letter_spacing="0.05em",
-        ),
-        rx.box(
-            rx.text("No conversations yet.", size="2", color_scheme="gray"),
-            rx.text("Start one and it will be listed here.", size="1", color_scheme="gray"),
-            padding="0.75rem",
-            border="1px dashed var(--gray-6)",
-            border_radius="var(--radius-3)",
+        rx.hstack(
+            rx.heading(
+                "Conversations",
+                size="1",
+                weight="medium",
+                color_scheme="gray",
+                as_="h2",
+                text_transform="uppercase",
+                letter_spacing="0.05em",
+            ),
+            rx.spacer(),
+            rx.button(
+                rx.cond(ConversationListState.show_archived, "Active", "Archived"),
+                variant="ghost",
+                size="1",
+                color_scheme="gray",
+                on_click=ConversationListState.toggle_archived,
+                data_testid="toggle-archived",
+            ),
             width="100%",
-            data_testid="conversations-empty",
+            align="center",
         ),
+        rx.input(
+            placeholder="Search conversations",
+            value=ConversationListState.query,
+            on_change=ConversationListState.search.debounce(300),
+            aria_label="Search conversations",
+            size="1",
+            width="100%",
+            data_testid="conversation-search",
+        ),
+        rx.cond(
+            ConversationListState.list_error != "",
+            rx.text(ConversationListState.list_error, size="1", color_scheme="red", role="alert"),
+        ),
+        rx.cond(
+            ConversationListState.items.length() > 0,
+            rx.vstack(
+                rx.foreach(ConversationListState.starred_items, conversation_row),
+                rx.foreach(ConversationListState.other_items, conversation_row),
+                spacing="0",
+                width="100%",
+                overflow_y="auto",
+                max_height="calc(100dvh - 22rem)",
+            ),
+            rx.box(
+                rx.cond(
+                    ConversationListState.query != "",
+                    rx.text("No conversation matches.", size="2", color_scheme="gray"),
+                    rx.fragment(
+                        rx.text("No conversations yet.", size="2", color_scheme="gray"),
+                        rx.text(
+                            "Start one and it will be listed here.", size="1", color_scheme="gray"
+                        ),
+                    ),
+                ),
+                padding="0.75rem",
+                border="1px dashed var(--gray-6)",
+                border_radius="var(--radius-3)",
+                width="100%",
+                data_testid="conversations-empty",
+            ),
+        ),
+        rename_dialog(),
+        delete_dialog(),
         spacing="2",
         width="100%",
         align="start",
+        flex="1",
+        min_height="0",
     )
 
 

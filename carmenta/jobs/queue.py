@@ -27,6 +27,7 @@ TASK_MODULES: tuple[str, ...] = (
     "carmenta.connections.tasks",
     "carmenta.knowledge.tasks",
     "carmenta.memory.tasks",
+    "carmenta.chat.tasks",
 )
 
 # Queue connections are used one query at a time (fetch, heartbeat, finish), never

@@ -19,7 +19,12 @@ class ProposedMemory:
     slot: str | None = None
 
 
-_END = r"(?=[.!?\n]|$)"
+# A sentence ends at . ! ? or a line break, but not at the dot of a title or a common
+# abbreviation ("Dr. Silva", "e.g. tea").
+_END = (
+    r"(?<!\bDr)(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bSt)(?<!\bProf)(?<!\be\.g)(?<!\bi\.e)"
+    r"(?=[.!?](?:\s|$)|\n|$)"
+)
 _PATTERNS: tuple[tuple[re.Pattern[str], str, str | None, str], ...] = (
     (
         re.compile(r"\bremember(?: that)?\s+(?P<value>[^\n]+?)" + _END, re.I),

@@ -4,6 +4,8 @@ import reflex as rx
 
 from carmenta.components.layout import page
 from carmenta.components.status import service_status
+from carmenta.pages.chat import chat_view
+from carmenta.state.chat import ChatState
 
 
 def feature_card(icon: str, title: str, text: str) -> rx.Component:
@@ -23,42 +25,35 @@ def feature_card(icon: str, title: str, text: str) -> rx.Component:
     )
 
 
-@page(route="/", title="Home")
+@page(route="/", title="Home", on_load=[ChatState.load])
 def home() -> rx.Component:
     return rx.vstack(
-        rx.vstack(
-            rx.heading("Good to see you.", size="8", as_="h2", weight="bold"),
-            rx.text(
-                "Carmenta is your own assistant: it remembers what matters to you, "
-                "keeps your knowledge in order and works with the services you connect.",
-                size="4",
-                color_scheme="gray",
-            ),
-            spacing="2",
-            align="start",
-        ),
         service_status(),
-        rx.grid(
-            feature_card(
-                "message-circle",
-                "Conversations",
-                "Talk with the models you choose, or offline with your own notes.",
+        rx.cond(
+            ChatState.messages.length() == 0,
+            rx.grid(
+                feature_card(
+                    "message-circle",
+                    "Conversations",
+                    "Talk with the models you choose, or offline with your own notes.",
+                ),
+                feature_card(
+                    "library",
+                    "Knowledge",
+                    "Documents and memories the assistant draws on, all yours to edit.",
+                ),
+                feature_card(
+                    "plug",
+                    "Connections",
+                    "Slack, Google, Notion, GitHub and more, with tokens kept encrypted.",
+                ),
+                columns=rx.breakpoints(initial="1", sm="3"),
+                spacing="3",
+                width="100%",
             ),
-            feature_card(
-                "library",
-                "Knowledge",
-                "Documents and memories the assistant draws on, all yours to edit.",
-            ),
-            feature_card(
-                "plug",
-                "Connections",
-                "Slack, Google, Notion, GitHub and more, with tokens kept encrypted.",
-            ),
-            columns=rx.breakpoints(initial="1", sm="3"),
-            spacing="3",
-            width="100%",
         ),
-        spacing="6",
+        chat_view(),
+        spacing="4",
         align="start",
         width="100%",
         data_testid="home",

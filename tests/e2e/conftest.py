@@ -19,7 +19,12 @@ import pytest
 
 from carmenta.settings import PROJECT_ROOT
 from tests.e2e.pages import SignUpPage
+from tests.model_servers import ModelServer, ModelServerState
 from tests.oidc_mock import OidcPeer, running_oidc_provider
+
+# The model the app is given, served by the local stand-in of an OpenAI-compatible API.
+E2E_MODEL = "gpt-4.1-mini"
+ECHO_WORD_SECONDS = 0.06
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,17 @@ def oidc_provider(app_port) -> Iterator[OidcPeer]:
 
 
 @pytest.fixture(scope="session")
-def app_server(postgres_server, tmp_path_factory, app_port, oidc_provider) -> Iterator[RunningApp]:
+def model_server() -> Iterator[ModelServer]:
+    """An OpenAI-compatible model API that echoes, a word at a time, for the app to use."""
+    server = ModelServer(ModelServerState(echo_delay=ECHO_WORD_SECONDS)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_server(
+    postgres_server, tmp_path_factory, app_port, oidc_provider, model_server
+) -> Iterator[RunningApp]:
     data_dir = tmp_path_factory.mktemp("e2e-data")
     log_path = data_dir / "app.log"
     port = app_port
@@ -98,6 +113,10 @@ def app_server(postgres_server, tmp_path_factory, app_port, oidc_provider) -> It
             "OIDC_CLIENT_ID": oidc_provider.client_id,
             "OIDC_CLIENT_SECRET": oidc_provider.client_secret,
             "OIDC_NAME": "Acme SSO",
+            "OPENAI_BASE_URL": model_server.openai_base_url,
+            "OPENAI_API_KEY": "sk-e2e-local",
+            "OPENAI_MODELS": E2E_MODEL,
+            "DEFAULT_MODEL": f"openai:{E2E_MODEL}",
         }
         with log_path.open("w") as log:
             process = subprocess.Popen(

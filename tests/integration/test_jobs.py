@@ -388,6 +388,7 @@ def test_maintenance_tasks_are_scheduled():
         "connections.refresh_expiring_tokens": "*/5 * * * *",
         "files.sweep_orphans": "23 * * * *",
         "knowledge.embed_chunks": "* * * * *",
+        "chat.interrupt_stale_replies": "* * * * *",
     }
     assert job_app.tasks["maintenance.retry_stalled_jobs"].queueing_lock
 

@@ -1,0 +1,367 @@
+"""A conversation's page: the thread, the composer, and following a reply as it streams.
+
+The reply is written by the chat engine, not by this state: a handler stores the
+person's message, starts the reply and returns; a background event follows the reply
+and copies what arrived into the page a few times a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import reflex as rx
+
+from carmenta.chat import service as chat_service
+from carmenta.chat import thread
+from carmenta.conversations import service as conversations
+from carmenta.db import session_scope
+from carmenta.errors import CarmentaError
+from carmenta.settings import get_settings
+from carmenta.state.conversation_list import ConversationListState
+from carmenta.state.session import SessionState
+
+# Updates to the page while a reply streams, at most this often.
+FRAME_SECONDS = 0.05
+OFFLINE_OPTION = "offline"
+LONG_PASTE_CHARS = 4000
+
+
+def _conversation_id_from(url: str) -> uuid.UUID | None:
+    parts = [part for part in urlsplit(url).path.split("/") if part]
+    if len(parts) >= 2 and parts[-2] == "chat":
+        try:
+            return uuid.UUID(parts[-1])
+        except ValueError:
+            return None
+    return None
+
+
+class ChatState(SessionState):
+    conversation_id: str = ""
+    title: str = ""
+    messages: list[thread.ThreadMessage] = []
+    loading: bool = False
+    not_found: bool = False
+    error: str = ""
+    draft: str = ""
+    pending_attachments: list[thread.AttachmentChip] = []
+    streaming_id: str = ""
+    models: list[dict[str, str]] = []
+    model_choice: str = ""
+    editing_id: str = ""
+    edit_text: str = ""
+
+    @rx.var
+    def is_streaming(self) -> bool:
+        return bool(self.streaming_id)
+
+    @rx.var
+    def last_user_id(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.id
+        return ""
+
+    @rx.var
+    def last_assistant_id(self) -> str:
+        if self.messages and self.messages[-1].role == "assistant":
+            return self.messages[-1].id
+        return ""
+
+    @rx.var
+    def model_label(self) -> str:
+        for option in self.models:
+            if option["id"] == self.model_choice:
+                return option["label"]
+        return "Offline assistant"
+
+    async def _user_id(self) -> uuid.UUID | None:
+        user = await self.verified_user()
+        return user.user_id if user is not None else None
+
+    async def _refresh(self, owner: uuid.UUID, conversation_id: uuid.UUID) -> None:
+        async with session_scope() as session:
+            conversation, messages = await thread.load_thread(
+                session=session,
+                settings=get_settings(),
+                owner_id=owner,
+                conversation_id=conversation_id,
+            )
+        self.title = conversation.title
+        self.model_choice = conversation.model or self.model_choice
+        self.messages = messages
+        streaming = [m.id for m in messages if m.status == "streaming"]
+        self.streaming_id = streaming[-1] if streaming else ""
+
+    async def _load_models(self, owner: uuid.UUID) -> None:
+        try:
+            async with session_scope() as session:
+                options = await chat_service.model_options(session=session, owner_id=owner)
+        except CarmentaError:
+            options = []
+        self.models = [{"id": option.id, "label": option.label} for option in options] + [
+            {"id": OFFLINE_OPTION, "label": "Offline assistant"}
+        ]
+        if not self.model_choice or all(o["id"] != self.model_choice for o in self.models):
+            default = get_settings().default_model
+            ids = [option["id"] for option in self.models]
+            self.model_choice = default if default in ids else ids[0]
+
+    @rx.event
+    async def load(self):
+        """on_load of /chat/<id> and of the home page (a new conversation)."""
+        self.loading = True
+        self.error = ""
+        self.not_found = False
+        self.editing_id = ""
+        owner = await self._user_id()
+        if owner is None:
+            self.loading = False
+            return None
+        conversation_id = _conversation_id_from(str(self.router.url))
+        self.conversation_id = str(conversation_id) if conversation_id else ""
+        self.messages = []
+        self.title = ""
+        self.streaming_id = ""
+        self.model_choice = ""
+        try:
+            if conversation_id is not None:
+                await self._refresh(owner, conversation_id)
+            await self._load_models(owner)
+        except conversations.ConversationNotFound:
+            self.not_found = True
+        except Exception:  # noqa: BLE001 - the page shows the failure instead of breaking
+            self.error = "This conversation could not be loaded. Try again in a moment."
+        self.loading = False
+        if self.streaming_id and chat_service.get_engine().live(uuid.UUID(self.streaming_id)):
+            return ChatState.follow_reply
+        if self.streaming_id:
+            # Written by another instance: read it from the database until it ends.
+            return ChatState.poll_reply
+        return None
+
+    @rx.event
+    def set_draft(self, value: str):
+        self.draft = value
+
+    @rx.event
+    def attached(self, info: dict):
+        self.pending_attachments = [
+            *self.pending_attachments,
+            thread.AttachmentChip(
+                id=str(info.get("id", "")),
+                name=str(info.get("name", "file")),
+                kind=str(info.get("kind", "")),
+                size=thread.human_size(int(info.get("size_bytes") or info.get("size") or 0)),
+            ),
+        ]
+
+    @rx.event
+    def remove_attachment(self, file_id: str):
+        self.pending_attachments = [a for a in self.pending_attachments if a.id != file_id]
+
+    @rx.event
+    async def choose_model(self, option_id: str):
+        self.model_choice = option_id
+        owner = await self._user_id()
+        if owner is None or not self.conversation_id:
+            return
+        try:
+            async with session_scope() as session:
+                await conversations.set_model(
+                    session=session,
+                    owner_id=owner,
+                    conversation_id=uuid.UUID(self.conversation_id),
+                    model=option_id,
+                )
+                await session.commit()
+        except CarmentaError as error:
+            self.error = str(error)
+
+    @rx.event
+    async def send(self, form: dict | None = None):
+        text = str((form or {}).get("message", self.draft) or "")
+        if self.streaming_id:
+            self.error = "Wait for the reply to finish, or stop it first."
+            return None
+        user = await self.verified_user()
+        if user is None:
+            return None
+        self.error = ""
+        attachments = [uuid.UUID(a.id) for a in self.pending_attachments if a.id]
+        if not text.strip() and not attachments:
+            self.error = "Write a message or attach a file first."
+            return None
+        new_conversation = not self.conversation_id
+        try:
+            if new_conversation:
+                async with session_scope() as session:
+                    conversation = await conversations.create_conversation(
+                        session=session, owner_id=user.user_id, model=self.model_choice or None
+                    )
+                    await session.commit()
+                self.conversation_id = str(conversation.id)
+            _, reply = await chat_service.get_engine().send(
+                owner_id=user.user_id,
+                conversation_id=uuid.UUID(self.conversation_id),
+                content=text,
+                attachment_ids=attachments,
+                user_name=user.display_name,
+            )
+        except CarmentaError as error:
+            # The draft stays in the box: nothing the person wrote is lost.
+            self.error = str(error)
+            if new_conversation:
+                self.conversation_id = ""
+            return None
+        self.draft = ""
+        self.pending_attachments = []
+        self.streaming_id = str(reply.id)
+        if new_conversation:
+            return [
+                rx.redirect(f"/chat/{self.conversation_id}"),
+                ConversationListState.reload,
+            ]
+        await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
+        return [ChatState.follow_reply, ConversationListState.reload]
+
+    @rx.event(background=True)
+    async def follow_reply(self):
+        async with self:
+            owner = await self._user_id()
+            message_id = self.streaming_id
+        if owner is None or not message_id:
+            return
+        engine = chat_service.get_engine()
+        last_frame = 0.0
+        async for snapshot in engine.follow(owner_id=owner, message_id=uuid.UUID(message_id)):
+            now = time.monotonic()
+            if snapshot.status == "streaming" and now - last_frame < FRAME_SECONDS:
+                continue
+            last_frame = now
+            async with self:
+                self._apply(snapshot)
+        async with self:
+            if self.conversation_id:
+                await self._refresh(owner, uuid.UUID(self.conversation_id))
+            if self.streaming_id == message_id:
+                self.streaming_id = ""
+        yield ConversationListState.reload
+
+    def _apply(self, snapshot) -> None:
+        message_id = str(snapshot.message_id)
+        chips: dict[str, thread.AttachmentChip] = {}
+        updated = []
+        for message in self.messages:
+            if message.id == message_id:
+                view = conversations.MessageView(
+                    id=snapshot.message_id,
+                    conversation_id=uuid.UUID(self.conversation_id),
+                    owner_id=uuid.UUID(int=0),
+                    role="assistant",
+                    content=snapshot.content,
+                    status=snapshot.status,
+                    model=None,
+                    error=snapshot.error,
+                    details=snapshot.details,
+                )
+                message = thread.thread_message(view, chips)
+            updated.append(message)
+        self.messages = updated
+
+    @rx.event(background=True)
+    async def poll_reply(self):
+        """A reply another instance writes: read from the database until it ends."""
+        for _ in range(3600):
+            await asyncio.sleep(0.5)
+            async with self:
+                owner = await self._user_id()
+                if owner is None or not self.conversation_id or not self.streaming_id:
+                    return
+                await self._refresh(owner, uuid.UUID(self.conversation_id))
+                if not self.streaming_id:
+                    return
+
+    @rx.event
+    async def stop(self):
+        owner = await self._user_id()
+        if owner is None or not self.streaming_id:
+            return
+        await chat_service.get_engine().stop(
+            owner_id=owner, message_id=uuid.UUID(self.streaming_id)
+        )
+        if self.conversation_id:
+            await self._refresh(owner, uuid.UUID(self.conversation_id))
+        self.streaming_id = ""
+
+    @rx.event
+    async def regenerate(self):
+        user = await self.verified_user()
+        if user is None or not self.conversation_id:
+            return None
+        try:
+            reply = await chat_service.get_engine().regenerate(
+                owner_id=user.user_id,
+                conversation_id=uuid.UUID(self.conversation_id),
+                user_name=user.display_name,
+            )
+        except CarmentaError as error:
+            self.error = str(error)
+            return None
+        self.streaming_id = str(reply.id)
+        await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
+        return ChatState.follow_reply
+
+    @rx.event
+    def start_edit(self, message_id: str, content: str):
+        self.editing_id = message_id
+        self.edit_text = content
+
+    @rx.event
+    def set_edit_text(self, value: str):
+        self.edit_text = value
+
+    @rx.event
+    def cancel_edit(self):
+        self.editing_id = ""
+
+    @rx.event
+    async def resend_edit(self):
+        user = await self.verified_user()
+        if user is None or not self.conversation_id or not self.editing_id:
+            return None
+        try:
+            reply = await chat_service.get_engine().edit_and_resend(
+                owner_id=user.user_id,
+                conversation_id=uuid.UUID(self.conversation_id),
+                message_id=uuid.UUID(self.editing_id),
+                content=self.edit_text,
+                user_name=user.display_name,
+            )
+        except CarmentaError as error:
+            self.error = str(error)
+            return None
+        self.editing_id = ""
+        self.streaming_id = str(reply.id)
+        await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
+        return ChatState.follow_reply
+
+    @rx.event
+    async def confirm_action(self, message_id: str, approve: bool):
+        user = await self.verified_user()
+        if user is None:
+            return None
+        started = await chat_service.get_engine().answer_confirmation(
+            owner_id=user.user_id,
+            message_id=uuid.UUID(message_id),
+            approve=approve,
+            user_name=user.display_name,
+        )
+        if not started:
+            self.error = "That action was already answered."
+            return None
+        self.streaming_id = message_id
+        return ChatState.follow_reply

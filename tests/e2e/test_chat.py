@@ -1,0 +1,142 @@
+"""The chat in Chromium: a reply streams in, Stop keeps what arrived, Regenerate replaces
+it, a reload shows everything, and conversations are renamed and deleted from the
+sidebar. The app's model is the local OpenAI-compatible stand-in (it echoes the message
+a word at a time); the offline assistant answers from the knowledge base."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from playwright.sync_api import Page, expect
+
+from tests.e2e.knowledge_data import create_document
+
+LONG_MESSAGE = " ".join(f"word{number}" for number in range(1, 121))
+
+
+def _send(page: Page, text: str) -> None:
+    box = page.get_by_test_id("composer-input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def _last_reply(page: Page):
+    return page.get_by_test_id("assistant-message").last
+
+
+def test_a_reply_streams_in_can_be_stopped_regenerated_and_survives_a_reload(page: Page):
+    page.goto("/")
+    _send(page, LONG_MESSAGE)
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    conversation_url = page.url
+
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "streaming")
+    text = reply.get_by_test_id("assistant-text")
+    expect(text).to_contain_text("Echo: word1", timeout=20_000)
+    first_seen = text.inner_text()
+    time.sleep(0.6)
+    # Still streaming, and more has arrived: it comes in token by token.
+    expect(reply).to_have_attribute("data-status", "streaming")
+    assert len(text.inner_text()) > len(first_seen)
+
+    page.get_by_test_id("stop").click()
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(reply.get_by_test_id("reply-status")).to_have_text("Stopped")
+    kept = text.inner_text()
+    assert kept.startswith("Echo: word1") and "word120" not in kept
+
+    page.get_by_test_id("regenerate").click()
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(_last_reply(page).get_by_test_id("assistant-text")).to_contain_text("word120")
+    expect(page.get_by_test_id("assistant-message")).to_have_count(1)
+
+    page.reload()
+    expect(page.get_by_test_id("user-message")).to_have_count(1)
+    expect(page.get_by_test_id("user-message")).to_contain_text("word120")
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete")
+    expect(_last_reply(page).get_by_test_id("assistant-text")).to_contain_text("word120")
+
+    # The same conversation opened in another tab.
+    other = page.context.new_page()
+    other.goto(conversation_url)
+    expect(other.get_by_test_id("assistant-text")).to_contain_text("word120")
+    other.close()
+
+
+def test_markdown_renders_and_raw_html_and_script_links_stay_inert(page: Page):
+    page.goto("/")
+    _send(
+        page,
+        "**bold** <img src=x onerror=alert(1) data-testid=planted> "
+        "[click me](javascript:alert(1)) <script>alert(2)</script>",
+    )
+    page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    text = reply.get_by_test_id("assistant-text")
+    expect(text.locator("strong")).to_have_text("bold")
+    expect(text.locator("img")).to_have_count(0)
+    expect(text.locator("script")).to_have_count(0)
+    # The HTML is shown as text, not rendered.
+    expect(text).to_contain_text("<img src=x")
+    for href in text.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
+        assert not (href or "").lower().startswith("javascript:")
+
+
+def test_conversations_are_renamed_searched_and_deleted_from_the_sidebar(page: Page):
+    page.goto("/")
+    _send(page, "Plan a picnic by the river")
+    page.wait_for_url(re.compile(r".*/chat/"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    row = page.get_by_test_id("conversation-row").filter(has_text="Plan a picnic")
+    expect(row).to_be_visible()
+
+    row.get_by_test_id("conversation-actions").click()
+    page.get_by_role("menuitem", name="Rename").click()
+    page.get_by_test_id("rename-input").fill("Riverside picnic")
+    page.get_by_test_id("rename-save").click()
+    expect(page.get_by_test_id("conversation-title")).to_have_text("Riverside picnic")
+    renamed = page.get_by_test_id("conversation-row").filter(has_text="Riverside picnic")
+    expect(renamed).to_be_visible()
+
+    page.get_by_test_id("conversation-search").fill("river")
+    expect(
+        page.get_by_test_id("conversation-row").filter(has_text="Riverside picnic")
+    ).to_be_visible()
+    page.get_by_test_id("conversation-search").fill("zebra unicorn")
+    expect(page.get_by_test_id("conversations-empty")).to_contain_text("No conversation matches")
+    page.get_by_test_id("conversation-search").fill("")
+
+    renamed = page.get_by_test_id("conversation-row").filter(has_text="Riverside picnic")
+    renamed.get_by_test_id("conversation-actions").click()
+    page.get_by_role("menuitem", name="Delete…").click()
+    page.get_by_test_id("confirm-delete-conversation").click()
+    page.wait_for_url(re.compile(r".*/$"))
+    expect(
+        page.get_by_test_id("conversation-row").filter(has_text="Riverside picnic")
+    ).to_have_count(0)
+
+
+def test_the_offline_assistant_answers_from_the_knowledge_base(page: Page, app_server, account):
+    create_document(
+        app_server.database_url,
+        account.email,
+        title="Bicycle",
+        content="My bicycle lock code is 4471. The bike is a green Brompton.",
+    )
+    page.goto("/")
+    page.get_by_test_id("model-picker").click()
+    page.get_by_role("option", name="Offline assistant").click()
+    _send(page, "What is my bicycle lock code?")
+    page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    text = reply.get_by_test_id("assistant-text")
+    expect(text).to_contain_text("Offline assistant")
+    expect(text).to_contain_text("4471")
+    expect(text.get_by_role("link", name="Bicycle")).to_have_attribute(
+        "href", re.compile(r"/knowledge\?doc=")
+    )
+    expect(reply.get_by_test_id("context-used")).to_contain_text("document")
