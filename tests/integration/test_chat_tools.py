@@ -227,20 +227,18 @@ async def test_slack_failures_are_told_in_words(api, stand_in, session, kind, ex
     assert outcome.summary.startswith(expected)
 
 
-async def test_an_unreachable_provider_is_said_to_be_unreachable(api, stand_in, session):
+async def test_an_unreachable_provider_is_said_to_be_unreachable(
+    api, provider_peer, stand_in, session
+):
     user = await _connected(api, "slack")
-    overrides = overrides_for(oauth_env_url(stand_in))
+    overrides = overrides_for(provider_peer.url)
+    # A port nothing listens on: the connection is refused.
     overrides["slack"]["api_base"] = f"http://127.0.0.1:{free_port()}/slack/api"
     settings = Settings(oauth_endpoint_overrides=json.dumps(overrides))
     outcome = await _run(session, user, "slack_list_channels", settings=settings)
     assert not outcome.ok
     assert outcome.content == "Couldn't reach Slack; try again in a moment."
-
-
-def oauth_env_url(_: ApiState) -> str:
-    return json.loads(get_settings().oauth_endpoint_overrides)["slack"]["api_base"].removesuffix(
-        "/slack/api"
-    )
+    assert stand_in.requests == []
 
 
 # -- Gmail ----------------------------------------------------------------------------
