@@ -17,11 +17,13 @@ same provider:
   User-Agent and the GitHub media type required.
 
 `ApiState.fail_next[provider] = kind` makes the provider's next API call fail with
-"unauthorized", "not_found", "rate_limited", "server_error" or "forbidden".
+"unauthorized", "not_found", "rate_limited", "server_error" or "forbidden", or
+answer two seconds late ("slow").
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import json
@@ -541,7 +543,9 @@ def api_routes(peer: Any) -> list[Route]:
                     }
                 )
                 kind = api.fail_next.pop(provider, None)
-                if kind is not None:
+                if kind == "slow":
+                    await asyncio.sleep(2)
+                elif kind is not None:
                     return _failure(provider, kind)
                 if token is None:
                     return _unauthenticated(provider, "authorization" not in request.headers)

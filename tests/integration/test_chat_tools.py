@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -21,6 +22,7 @@ from tests.integration.oauth_support import (
     GRACE,
     connect,
     connection_rows,
+    expire_token,
     location,
     query_of,
     sign_up,
@@ -65,13 +67,14 @@ async def _token(user, provider_id: str, account_id: str | None = None) -> str:
     return (await stored_credentials(rows[0]["id"]))["access_token"]
 
 
-async def _run(session, user, name, arguments=None, *, settings: Settings | None = None):
+async def _run(session, user, name, arguments=None, *, settings: Settings | None = None, http=None):
     return await run_tool(
         session=session,
         settings=settings or get_settings(),
         owner_id=user.user_id,
         name=name,
         arguments=arguments or {},
+        http=http,
     )
 
 
@@ -522,6 +525,30 @@ async def test_github_failures_are_told_in_words(api, stand_in, session, kind, e
     stand_in.fail_next["github"] = kind
     outcome = await _run(session, user, "github_list_issues", {"repository": "octo-org/rocket"})
     assert not outcome.ok and outcome.content.startswith(expected), outcome.content
+
+
+async def test_a_provider_that_answers_too_late_is_said_to_be_slow(api, stand_in, session):
+    user = await _connected(api, "github")
+    stand_in.fail_next["github"] = "slow"
+    async with httpx.AsyncClient(timeout=0.5) as impatient:
+        outcome = await _run(
+            session, user, "github_search_issues", {"query": "telemetry"}, http=impatient
+        )
+    assert not outcome.ok
+    assert outcome.content == "GitHub took too long to answer; try again in a moment."
+
+
+async def test_an_expiring_token_is_refreshed_before_the_call(api, oauth_env, stand_in, session):
+    user = await _connected(api, "github")
+    [row] = await connection_rows(user.user_id)
+    first = await _token(user, "github")
+    await expire_token(row["id"])
+    outcome = await _run(session, user, "github_search_issues", {"query": "telemetry"})
+    assert outcome.ok, outcome.content
+    refreshed = await _token(user, "github")
+    assert refreshed != first
+    assert stand_in.of("github")[0]["authorization"] == f"Bearer {refreshed}"
+    assert [r["grant_type"] for r in oauth_env.state.token_requests][-1] == "refresh_token"
 
 
 # -- arguments, names, users, accounts, secrets ---------------------------------------
