@@ -17,6 +17,8 @@ here with OAUTH_ENDPOINT_OVERRIDES:
 - /dropbox: oauth2/authorize (token_access_type=offline gives a refresh token), oauth2/
   token (PKCE), 2/users/get_current_account, 2/auth/token/revoke.
 - /anthropic/v1/models and /openai/v1/models: accept exactly one key each.
+- the APIs the chat tools call (Slack, Gmail, Calendar, Notion, GitHub): see
+  tests/provider_api_servers.py; scripted through `state.api`.
 
 The authorization endpoints consent at once on behalf of the account in
 `state.consent[provider]` (or deny, or grant fewer scopes, or name another issuer),
@@ -40,6 +42,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.local_server import BackgroundServer
+from tests.provider_api_servers import ApiState, api_routes
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 
@@ -101,6 +104,8 @@ class PeerState:
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     # Slack apps with token rotation turned on get expiring user tokens and refresh tokens.
     slack_rotation: bool = False
+    # The service APIs behind the chat tools: their data, requests and scripted failures.
+    api: ApiState = field(default_factory=ApiState)
 
     def redirect_uri(self, provider: str) -> str:
         return f"{self.app_url}/connections/{provider}/callback"
@@ -641,6 +646,7 @@ def build_app(state: PeerState) -> Starlette:
             Route("/dropbox/2/auth/token/revoke", dropbox_revoke, methods=["POST"]),
             Route("/anthropic/v1/models", anthropic_models),
             Route("/openai/v1/models", openai_models),
+            *api_routes(state),
         ]
     )
 

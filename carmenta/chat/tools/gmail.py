@@ -128,7 +128,9 @@ def parse_addresses(value: str, *, field_name: str) -> list[Address]:
     for name, address in getaddresses([value]):
         local, at, domain = address.partition("@")
         if not at or not local or "." not in domain or any(c.isspace() for c in address):
-            shown = one_line(address or name or value, 60)
+            pieces = [piece for piece in value.split(",") if piece.strip()]
+            # getaddresses keeps only part of a malformed address; show what was written.
+            shown = one_line(pieces[0] if len(pieces) == 1 else (address or name or value), 60)
             raise ToolFailure(f"'{shown}' in {field_name} is not an email address.")
         found.append(Address(display_name=name, addr_spec=address))
     if not found:
@@ -146,7 +148,8 @@ def build_draft(*, to: str, subject: str, body: str, cc: str | None = None) -> b
     if cc:
         message["Cc"] = parse_addresses(cc, field_name="cc")
     message["Subject"] = subject
-    message.set_content(body)
+    # Quoted-printable keeps a non-ASCII body 7-bit clean, as RFC 2822 wants.
+    message.set_content(body, cte=None if body.isascii() else "quoted-printable")
     return message.as_bytes()
 
 
