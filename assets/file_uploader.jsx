@@ -201,7 +201,7 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, lo
         <div style={compactZone} data-testid="drop-zone">
           <button
             type="button"
-            style={smallButton}
+            style={{ ...smallButton, display: "inline-flex", alignItems: "center", whiteSpace: "nowrap" }}
             onClick={() => inputRef.current.click()}
             aria-label={label || "Attach files"}
             title={label || "Attach files"}

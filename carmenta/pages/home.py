@@ -11,7 +11,7 @@ from carmenta.state.chat import ChatState
 def feature_card(icon: str, title: str, text: str) -> rx.Component:
     return rx.card(
         rx.hstack(
-            rx.icon(icon, size=20, aria_hidden="true", color="var(--accent-11)"),
+            rx.icon(icon, size=20, aria_hidden="true", color="var(--accent-11)", flex_shrink="0"),
             rx.vstack(
                 rx.heading(title, size="3", as_="h3"),
                 rx.text(text, size="2", color_scheme="gray"),

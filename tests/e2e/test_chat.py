@@ -8,11 +8,19 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.knowledge_data import create_document
 
 LONG_MESSAGE = " ".join(f"word{number}" for number in range(1, 121))
+
+
+@pytest.fixture(autouse=True)
+def _patient(page: Page) -> None:
+    # A reply involves the model, the database and the embedding model at once.
+    page.set_default_timeout(30_000)
+    expect.set_options(timeout=15_000)
 
 
 def _send(page: Page, text: str) -> None:
