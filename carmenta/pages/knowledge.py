@@ -289,7 +289,8 @@ def document_toolbar() -> rx.Component:
                 rx.icon("pencil", size=14, aria_hidden="true"),
                 "Edit",
                 size="1",
-                variant=rx.cond(KnowledgeState.preview, "ghost", "soft"),
+                variant="soft",
+                color_scheme=rx.cond(KnowledgeState.preview, "gray", "iris"),
                 aria_pressed=rx.cond(KnowledgeState.preview, "false", "true"),
                 on_click=KnowledgeState.show_editor,
             ),
@@ -297,7 +298,8 @@ def document_toolbar() -> rx.Component:
                 rx.icon("eye", size=14, aria_hidden="true"),
                 "Preview",
                 size="1",
-                variant=rx.cond(KnowledgeState.preview, "soft", "ghost"),
+                variant="soft",
+                color_scheme=rx.cond(KnowledgeState.preview, "iris", "gray"),
                 aria_pressed=rx.cond(KnowledgeState.preview, "true", "false"),
                 on_click=KnowledgeState.show_preview(EDITOR_TEXT),
             ),
@@ -418,9 +420,10 @@ def editor() -> rx.Component:
             spell_check=True,
             resize="vertical",
             width="100%",
-            min_height="22rem",
-            font_family="ui-monospace, SFMono-Regular, Menlo, monospace",
-            font_size="14px",
+            size="2",
+            # Rows size the inner textarea; a height on the frame would leave it short.
+            rows="16",
+            font_family="var(--code-font-family)",
             display=rx.cond(KnowledgeState.preview, "none", "block"),
         ),
         rx.cond(
@@ -633,13 +636,13 @@ def delete_dialog() -> rx.Component:
             rx.alert_dialog.description(
                 rx.cond(
                     KnowledgeState.delete_count > 1,
-                    rx.text(
+                    rx.text.span(
                         rx.text.strong(KnowledgeState.delete_count, " documents"),
                         " will be deleted: this one and the ",
                         KnowledgeState.delete_count - 1,
                         " inside it. This cannot be undone.",
                     ),
-                    rx.text(
+                    rx.text.span(
                         rx.text.strong("1 document"),
                         " will be deleted. This cannot be undone.",
                     ),
@@ -664,6 +667,7 @@ def delete_dialog() -> rx.Component:
             max_width="28rem",
         ),
         open=KnowledgeState.delete_open,
+        on_open_change=_close_on_dismiss,
     )
 
 

@@ -314,11 +314,9 @@ def delete_dialog() -> rx.Component:
         rx.alert_dialog.content(
             rx.alert_dialog.title("Delete this memory?"),
             rx.alert_dialog.description(
-                rx.text(
-                    "Your assistant will forget “",
-                    rx.text.strong(MemoryState.pending_delete_text),
-                    "”. This cannot be undone.",
-                )
+                "Your assistant will forget “",
+                rx.text.strong(MemoryState.pending_delete_text),
+                "”. This cannot be undone.",
             ),
             rx.hstack(
                 rx.alert_dialog.cancel(
@@ -339,6 +337,7 @@ def delete_dialog() -> rx.Component:
             max_width="28rem",
         ),
         open=MemoryState.pending_delete_id != "",
+        on_open_change=lambda opened: rx.cond(opened, rx.noop(), MemoryState.cancel_delete),
     )
 
 
