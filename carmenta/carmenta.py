@@ -13,6 +13,8 @@ from carmenta.pages import (  # noqa: F401  (registers the pages)
     connections,
     files,
     home,
+    knowledge,
+    memory,
     not_found,
     sign_in,
     sign_up,

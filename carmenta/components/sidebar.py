@@ -253,6 +253,8 @@ def sidebar_content() -> rx.Component:
         conversation_list(),
         rx.spacer(),
         rx.vstack(
+            nav_link("Knowledge", "/knowledge", "book-open"),
+            nav_link("Memory", "/memory", "brain"),
             nav_link("Connections", "/connections", "plug"),
             nav_link("Files", "/files", "folder"),
             nav_link("Account", "/account", "user-round"),

@@ -47,6 +47,14 @@ class DocumentConflict(CarmentaError, ValueError):
     """A move that would put a document where another already is, or under itself."""
 
 
+class ProfileDocumentFixed(CarmentaError, ValueError):
+    """A profile document asked to leave its place; the assistant finds them by path."""
+
+
+def is_profile_path(path: str) -> bool:
+    return path == "profile" or path.startswith("profile.")
+
+
 @dataclass(frozen=True)
 class DocumentView:
     id: uuid.UUID
@@ -72,14 +80,21 @@ def _view(row: Any) -> DocumentView:
     )
 
 
+def content_size_problem(size_bytes: int) -> str | None:
+    """Why content of `size_bytes` (UTF-8) cannot be kept, or None when it can."""
+    if size_bytes <= MAX_CONTENT_BYTES:
+        return None
+    return (
+        f"The document is {size_bytes / 1_000_000:.1f} MB; the limit is "
+        f"{MAX_CONTENT_BYTES / 1_000_000:g} MB ({MAX_CONTENT_BYTES:,} bytes). "
+        "Split it into several documents or upload it as a file."
+    )
+
+
 def _check_content(content: str) -> None:
-    size = len(content.encode("utf-8"))
-    if size > MAX_CONTENT_BYTES:
-        raise DocumentTooLarge(
-            f"The document is {size / 1_000_000:.1f} MB; the limit is "
-            f"{MAX_CONTENT_BYTES / 1_000_000:g} MB ({MAX_CONTENT_BYTES:,} bytes). "
-            "Split it into several documents or upload it as a file."
-        )
+    problem = content_size_problem(len(content.encode("utf-8")))
+    if problem:
+        raise DocumentTooLarge(problem)
 
 
 def _check_title(title: str) -> str:
@@ -315,6 +330,12 @@ async def move_subtree(
     if current is None:
         return None
     old = current.path
+    if is_profile_path(old):
+        # Like a rename, a move would change the path the assistant looks them up by.
+        raise ProfileDocumentFixed(
+            f"{current.title!r} is a profile document and stays where it is; "
+            "edit or rename it instead."
+        )
     if new_parent_path == old or new_parent_path.startswith(old + "."):
         raise DocumentConflict(f"Cannot move {old} under itself ({new_parent_path}).")
     new_path = f"{new_parent_path}.{last_label(old)}"
@@ -364,7 +385,18 @@ async def subtree_size(
 async def delete_subtree(
     *, session: AsyncSession, owner_id: uuid.UUID, document_id: uuid.UUID
 ) -> int:
-    """Delete the document and its descendants; returns how many went (0: no such one)."""
+    """Delete the document and its descendants; returns how many went (0: no such one).
+
+    The profile documents every user starts with can be emptied but not deleted.
+    """
+    current = await get_document(session=session, owner_id=owner_id, document_id=document_id)
+    if current is None:
+        return 0
+    if current.path in PROFILE_PATHS:
+        raise ProfileDocumentFixed(
+            f"{current.title!r} is one of your profile documents and cannot be deleted; "
+            "edit it instead."
+        )
     result = await session.execute(
         text(
             """
@@ -400,6 +432,9 @@ _PROFILE_SEEDS = (
         "- Say so when unsure instead of guessing.\n",
     ),
 )
+
+
+PROFILE_PATHS = frozenset(path for path, _, _ in _PROFILE_SEEDS)
 
 
 async def seed_profile(

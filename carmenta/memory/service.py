@@ -272,3 +272,59 @@ async def recall(
     for memory_id in sorted(scores, key=scores.get, reverse=True):
         chosen.setdefault(memory_id, views[memory_id])
     return list(chosen.values())[:limit]
+
+
+# Below this cosine similarity a memory is not "about" the query, only the least far.
+SEARCH_MIN_SIMILARITY = 0.35
+
+
+async def search_memories(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    embedder: Embedder,
+    limit: int = 30,
+) -> list[MemoryView]:
+    """Current memories containing the query's words or close to it in meaning, best
+    first (keyword and semantic ranks fused); [] for an empty query."""
+    query = " ".join(query.split())[:MAX_MEMORY_CHARS]
+    if not query:
+        return []
+    current = "owner_id = :owner and superseded_by_id is null"
+    vector = (await embedder.embed_async([query]))[0]
+    semantic = await session.execute(
+        text(
+            f"select {_COLUMNS} from memories where {current} and embedding is not null"
+            " and 1 - (embedding <=> cast(:vector as vector)) >= :minimum"
+            " order by embedding <=> cast(:vector as vector) limit :limit"
+        ),
+        {
+            "owner": owner_id,
+            "vector": _vector(vector),
+            "minimum": SEARCH_MIN_SIMILARITY,
+            "limit": limit,
+        },
+    )
+    patterns = [f"%{word}%" for word in query.replace("%", "").replace("_", "").split() if word]
+    keyword = []
+    if patterns:
+        # Every word must appear: a search narrows, it does not widen.
+        keyword = list(
+            await session.execute(
+                text(
+                    f"select {_COLUMNS} from memories where {current}"
+                    " and content ilike all(cast(:patterns as text[]))"
+                    " order by pinned desc, updated_at desc limit :limit"
+                ),
+                {"owner": owner_id, "limit": limit, "patterns": patterns},
+            )
+        )
+    scores: dict[uuid.UUID, float] = {}
+    views: dict[uuid.UUID, MemoryView] = {}
+    for ranked in (keyword, list(semantic)):
+        for rank, row in enumerate(ranked):
+            scores[row.id] = scores.get(row.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+            views[row.id] = _view(row)
+    ordered = sorted(scores, key=lambda memory_id: scores[memory_id], reverse=True)
+    return [views[memory_id] for memory_id in ordered[:limit]]
