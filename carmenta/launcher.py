@@ -135,6 +135,9 @@ def _announce_when_ready(url: str, port: int, stop: threading.Event) -> None:
         stop.wait(0.25)
 
 
+SOCKET_MESSAGE_LIMIT_BYTES = 4 * 1024 * 1024
+
+
 def serve(settings: Settings) -> None:
     """Serve the built interface and the backend on one port until interrupted."""
     from reflex.utils import exec as reflex_exec
@@ -143,6 +146,8 @@ def serve(settings: Settings) -> None:
 
     environment.REFLEX_ENV_MODE.set(constants.Env.PROD)
     environment.REFLEX_SKIP_COMPILE.set(True)
+    # A document may be up to 1 MB of text; its websocket message needs room around it.
+    environment.REFLEX_SOCKET_MAX_HTTP_BUFFER_SIZE.set(SOCKET_MESSAGE_LIMIT_BYTES)
     os.environ["REFLEX_API_URL"] = settings.app_url
 
     stop = threading.Event()

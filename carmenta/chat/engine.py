@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 SAVE_INTERVAL_SECONDS = 0.5
 MAX_TOOL_ROUNDS = 6
+# How long a finished reply waits for its conversation's first title.
+TITLE_WAIT_SECONDS = 5.0
 FAILED_REPLY = "Something went wrong while writing this reply. Try again."
 
 
@@ -390,6 +392,7 @@ class ChatEngine:
         confirmation: bool | None,
     ) -> None:
         autosave: asyncio.Task | None = None
+        titling: asyncio.Task | None = None
         try:
             plan = await self._plan(live, user_name=user_name)
             live.details = {**live.details, **plan.details()}
@@ -398,14 +401,20 @@ class ChatEngine:
             await self._save(live)
             await live.publish()
             autosave = asyncio.create_task(self._autosave(live))
+            if first_message is not None:
+                # Titled while the reply is written, so both are ready together.
+                titling = asyncio.create_task(self._title(live, plan, first_message))
             if plan.offline:
                 await self._write_offline(live, plan)
             else:
                 await self._write_with_model(live, plan, confirmation=confirmation)
             autosave.cancel()
+            if titling is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(titling), TITLE_WAIT_SECONDS)
             if live.status == MessageStatus.streaming.value:
                 await self._finish(live, MessageStatus.complete)
-                self._after_exchange(live, plan, first_message=first_message)
+                self._after_exchange(live)
         except asyncio.CancelledError:
             if live.ended_elsewhere:
                 live.status = MessageStatus.stopped.value
@@ -703,33 +712,29 @@ class ChatEngine:
 
     # -- after a complete exchange ------------------------------------------------------
 
-    def _after_exchange(
-        self, live: LiveReply, plan: ReplyPlan, *, first_message: str | None
-    ) -> None:
-        task = asyncio.create_task(self._follow_up(live, plan, first_message=first_message))
+    def _after_exchange(self, live: LiveReply) -> None:
+        task = asyncio.create_task(self._follow_up(live))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _follow_up(
-        self, live: LiveReply, plan: ReplyPlan, *, first_message: str | None
-    ) -> None:
-        # Each step on its own: a failed title must not cost the memories, nor the reverse.
-        if first_message is not None:
-            try:
-                title = await title_for(
-                    message=first_message, option=plan.option, credentials=plan.credentials
-                )
-                if title:
-                    async with session_scope() as session:
-                        await conversations.title_if_untitled(
-                            session=session,
-                            owner_id=live.owner_id,
-                            conversation_id=live.conversation_id,
-                            title=title,
-                        )
-                        await session.commit()
-            except Exception:
-                logger.exception("titling the conversation of reply %s failed", live.message_id)
+    async def _title(self, live: LiveReply, plan: ReplyPlan, first_message: str) -> None:
+        try:
+            title = await title_for(
+                message=first_message, option=plan.option, credentials=plan.credentials
+            )
+            if title:
+                async with session_scope() as session:
+                    await conversations.title_if_untitled(
+                        session=session,
+                        owner_id=live.owner_id,
+                        conversation_id=live.conversation_id,
+                        title=title,
+                    )
+                    await session.commit()
+        except Exception:
+            logger.exception("titling the conversation of reply %s failed", live.message_id)
+
+    async def _follow_up(self, live: LiveReply) -> None:
         try:
             async with session_scope() as session:
                 await _enqueue_memory_extraction(session=session, live=live)

@@ -342,7 +342,6 @@ def composer() -> rx.Component:
                 placeholder="Message Carmenta…  (Enter sends, Shift+Enter adds a line)",
                 aria_label="Message",
                 enter_key_submit=True,
-                auto_focus=True,
                 rows="3",
                 width="100%",
                 resize="vertical",

@@ -14,7 +14,7 @@ def test_home_shows_the_shell_with_an_empty_conversation_list(page):
     expect(page.get_by_role("heading", name="Good to see you.")).to_be_visible()
     expect(page.get_by_role("navigation", name="Conversations")).to_be_visible()
     expect(page.get_by_test_id("conversations-empty")).to_contain_text("No conversations yet.")
-    expect(page.get_by_role("button", name="New conversation")).to_be_visible()
+    expect(page.get_by_role("button", name="New conversation", exact=True)).to_be_visible()
     expect(page).to_have_title("Home · Carmenta")
 
 
@@ -60,11 +60,11 @@ def test_keyboard_users_can_skip_to_the_content(page):
 def test_phone_width_hides_the_sidebar_behind_a_menu(phone_page):
     phone_page.goto("/")
     expect(phone_page.get_by_role("heading", name="Good to see you.")).to_be_visible()
-    expect(phone_page.get_by_role("button", name="New conversation")).to_be_hidden()
+    expect(phone_page.get_by_role("button", name="New conversation", exact=True)).to_be_hidden()
     phone_page.get_by_role("button", name="Open menu").click()
     drawer = phone_page.get_by_test_id("mobile-sidebar")
     expect(drawer).to_be_visible()
-    expect(drawer.get_by_role("button", name="New conversation")).to_be_visible()
+    expect(drawer.get_by_role("button", name="New conversation", exact=True)).to_be_visible()
     drawer.get_by_role("button", name="Close menu").click()
     expect(drawer).to_be_hidden()
     # Nothing spills sideways at phone width.
