@@ -23,9 +23,7 @@ def upgrade() -> None:
         "files",
         sa.Column("revision", sa.Integer(), server_default=sa.text("0"), nullable=False),
     )
-    op.create_check_constraint(
-        op.f("ck_files_revision_not_negative"), "files", "revision >= 0"
-    )
+    op.create_check_constraint(op.f("ck_files_revision_not_negative"), "files", "revision >= 0")
     op.create_table(
         "file_knowledge",
         sa.Column("file_id", sa.Uuid(), nullable=False),
