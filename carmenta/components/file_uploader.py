@@ -12,6 +12,9 @@ class FileUploader(rx.Component):
     hint: rx.Var[str]
     # Listen for pasted files anywhere on the page while the widget is shown.
     paste_target: rx.Var[bool]
+    # Where each file is sent: "/files/upload" by default, or a file's replace route.
+    endpoint: rx.Var[str]
+    multiple: rx.Var[bool]
     on_uploaded: rx.EventHandler[lambda info: [info]]
 
 
