@@ -48,7 +48,7 @@ def empty_fields() -> dict[str, str]:
 
 
 async def add_to_knowledge(*, owner_id: uuid.UUID, file_id: str) -> str:
-    """ "" once the file is (being) added; otherwise why not, for its owner."""
+    """Empty once the file is (being) added; otherwise why not, for its owner."""
     parsed = _parsed(file_id)
     if parsed is None:
         return "That file no longer exists."
