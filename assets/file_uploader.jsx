@@ -12,7 +12,18 @@ const formatSize = (bytes) => {
 
 let nextId = 0;
 
-export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, longTextChars }) {
+// `endpoint` receives each file (a new upload by default, or a file's replacement);
+// `multiple` false picks one file, as replacing takes.
+export function FileUploader({
+  onUploaded,
+  label,
+  hint,
+  pasteTarget,
+  compact,
+  longTextChars,
+  endpoint,
+  multiple,
+}) {
   const [items, setItems] = useState([]);
   const [dragging, setDragging] = useState(false);
   const requests = useRef(new Map());
@@ -27,7 +38,7 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, lo
       const { id, file } = queue.current.shift();
       const xhr = new XMLHttpRequest();
       requests.current.set(id, xhr);
-      xhr.open("POST", "/files/upload");
+      xhr.open("POST", endpoint || "/files/upload");
       xhr.setRequestHeader("Content-Type", "application/octet-stream");
       xhr.setRequestHeader("X-File-Name", encodeURIComponent(file.name || "pasted file"));
       xhr.upload.onprogress = (event) => {
@@ -46,7 +57,7 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, lo
         } catch (error) {
           body = {};
         }
-        if (xhr.status === 201) {
+        if (xhr.status === 201 || xhr.status === 200) {
           update(id, { state: "done", percent: 100 });
           if (onUploaded) onUploaded(body);
           setTimeout(() => setItems((current) => current.filter((item) => item.id !== id)), 1500);
@@ -66,11 +77,12 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, lo
       update(id, { state: "uploading" });
       xhr.send(file);
     }
-  }, [onUploaded]);
+  }, [onUploaded, endpoint]);
 
   const addFiles = useCallback(
     (fileList) => {
-      const added = Array.from(fileList || []).map((file) => ({
+      const picked = Array.from(fileList || []);
+      const added = (multiple === false ? picked.slice(0, 1) : picked).map((file) => ({
         id: `upload-${++nextId}`,
         file,
       }));
@@ -89,7 +101,7 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, lo
       queue.current.push(...added);
       pump();
     },
-    [pump],
+    [pump, multiple],
   );
 
   const cancel = (id) => {
@@ -248,7 +260,7 @@ export function FileUploader({ onUploaded, label, hint, pasteTarget, compact, lo
         <input
           ref={inputRef}
           type="file"
-          multiple
+          multiple={multiple !== false}
           hidden
           aria-label={label || "Choose files"}
           data-testid="file-input"

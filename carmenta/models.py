@@ -13,7 +13,7 @@ from carmenta.connections.models import ConnectionEvent, OAuthState, ServiceConn
 from carmenta.conversations.models import Conversation, Message
 from carmenta.files.models import StoredFile
 from carmenta.jobs.models import JobProgress
-from carmenta.knowledge.models import Document, DocumentChunk, DocumentLink
+from carmenta.knowledge.models import Document, DocumentChunk, DocumentLink, FileKnowledge
 from carmenta.memory.models import Memory
 from carmenta.users.models import DeletedAccount, User
 
@@ -31,6 +31,7 @@ __all__ = [
     "Document",
     "DocumentChunk",
     "DocumentLink",
+    "FileKnowledge",
     "JobProgress",
     "Memory",
     "Message",

@@ -24,6 +24,7 @@ def build_api() -> Starlette:
             Route("/connections/{provider}/authorize", connections.authorize, methods=["GET"]),
             Route("/connections/{provider}/callback", connections.callback, methods=["GET"]),
             Route("/files/upload", uploads.upload_file, methods=["POST"]),
+            Route("/files/{file_id}/replace", uploads.replace_file, methods=["POST"]),
             Route("/files/object/{key:path}", serve_object, methods=["GET", "HEAD"]),
         ]
     )

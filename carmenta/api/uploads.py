@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,8 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 import anyio
-from sqlalchemy import text
+from sqlalchemy import text, update
+from sqlmodel import col, select
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
@@ -47,6 +49,7 @@ from carmenta.files.models import FileStatus, StoredFile
 from carmenta.files.processing import temp_root
 from carmenta.files.storage.base import StorageBackend, StorageError
 from carmenta.jobs import service as jobs_service
+from carmenta.model_fields import utcnow
 from carmenta.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -206,42 +209,35 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-async def upload_file(request: Request) -> JSONResponse:
-    settings = get_settings()
-    if not _same_origin(request, settings):
-        return await _refuse(request, 403, "This request must come from Carmenta's own pages.")
-    token = request_token(request, settings)
-    async with db.session_scope() as session:
-        user = await auth_service.authenticate(session=session, settings=settings, token=token)
-        used = 0
-        if user is not None:
-            used = await files_service.storage_used(session=session, owner_id=user.user_id)
-    if user is None:
-        return await _refuse(request, 401, "Sign in to upload files.")
-    owner_id = user.user_id
-
+def _checked_headers(request: Request, *, settings: Settings, used: int) -> str:
+    """The file's name, once the headers allow reading the body; else _Refused."""
     try:
         name = _file_name(request.headers.get(NAME_HEADER))
     except detect.InvalidFileName as problem:
-        return await _refuse(request, 400, str(problem))
-
+        raise _Refused(400, str(problem)) from None
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         # The body is the file itself; a form would be stored with its boundaries.
-        return await _refuse(
-            request, 400, "Send the file's bytes as the request body, not as a form."
-        )
-
+        raise _Refused(400, "Send the file's bytes as the request body, not as a form.")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         declared_size = int(declared)
         if declared_size == 0:
-            return _error(400, "This file is empty.")
+            raise _Refused(400, "This file is empty.")
         largest = detect.limit_mb(None, settings)
         if declared_size > largest * MB:
-            return await _refuse(request, 413, _too_large(largest, None).message)
+            raise _too_large(largest, None)
         if used + declared_size > settings.storage_quota_mb * MB:
-            return await _refuse(request, 413, _over_quota(settings, used).message)
+            raise _over_quota(settings, used)
+    return name
 
+
+Accept = Callable[[Path, _Received], Awaitable[JSONResponse]]
+
+
+async def _receive_then(
+    request: Request, *, settings: Settings, used: int, owner_id: uuid.UUID, accept: Accept
+) -> JSONResponse:
+    """Stream the body to a scratch file, hand it to `accept`, and always clean up."""
     fd, temp_name = await anyio.to_thread.run_sync(
         partial(tempfile.mkstemp, prefix="upload-", dir=temp_root(settings))
     )
@@ -254,7 +250,7 @@ async def upload_file(request: Request) -> JSONResponse:
         finally:
             stream.close()
         body_read = True
-        return await _accept(temp_path, received, name=name, owner_id=owner_id, settings=settings)
+        return await accept(temp_path, received)
     except _Refused as refusal:
         _remove(temp_path)
         if not body_read:
@@ -270,9 +266,37 @@ async def upload_file(request: Request) -> JSONResponse:
         _remove(temp_path)
 
 
-async def _accept(
-    path: Path, received: _Received, *, name: str, owner_id: uuid.UUID, settings: Settings
-) -> JSONResponse:
+async def upload_file(request: Request) -> JSONResponse:
+    settings = get_settings()
+    if not _same_origin(request, settings):
+        return await _refuse(request, 403, "This request must come from Carmenta's own pages.")
+    token = request_token(request, settings)
+    async with db.session_scope() as session:
+        user = await auth_service.authenticate(session=session, settings=settings, token=token)
+        used = 0
+        if user is not None:
+            used = await files_service.storage_used(session=session, owner_id=user.user_id)
+    if user is None:
+        return await _refuse(request, 401, "Sign in to upload files.")
+    owner_id = user.user_id
+
+    try:
+        name = _checked_headers(request, settings=settings, used=used)
+    except _Refused as refusal:
+        return await _refuse(request, refusal.status, refusal.message)
+    return await _receive_then(
+        request,
+        settings=settings,
+        used=used,
+        owner_id=owner_id,
+        accept=partial(_accept, name=name, owner_id=owner_id, settings=settings),
+    )
+
+
+async def _checked(
+    path: Path, received: _Received, *, name: str, settings: Settings
+) -> detect.DetectedType:
+    """The type judged from the content, once it passed every check; else _Refused."""
     if received.size == 0:
         raise _Refused(400, "This file is empty.")
     try:
@@ -288,6 +312,13 @@ async def _accept(
         )
     except detect.UnacceptableContent as problem:
         raise _Refused(422, str(problem)) from None
+    return detected
+
+
+async def _accept(
+    path: Path, received: _Received, *, name: str, owner_id: uuid.UUID, settings: Settings
+) -> JSONResponse:
+    detected = await _checked(path, received, name=name, settings=settings)
 
     file_id = uuid.uuid4()
     key = files_service.key_of(owner_id, file_id)
@@ -358,5 +389,185 @@ async def _accept(
             "job_id": job_id,
         },
         status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def replace_file(request: Request) -> JSONResponse:
+    """POST /files/{file_id}/replace: new content for an existing file, its id kept.
+
+    The same request and checks as an upload (the quota counted without the content
+    being replaced); answers 200 with the file's new description, or the upload's
+    errors, or 404 for a file that is not the caller's (or no longer exists) and 409
+    when another replacement of the same file committed first.
+
+    The new content is stored under the next revision's keys and the row switches to
+    it in one transaction with the processing job; the previous revision's objects
+    are deleted only after that commits. A refused, failed or interrupted
+    replacement leaves the file as it was: row, object, text and documents.
+    """
+    settings = get_settings()
+    if not _same_origin(request, settings):
+        return await _refuse(request, 403, "This request must come from Carmenta's own pages.")
+    token = request_token(request, settings)
+    try:
+        file_id = uuid.UUID(request.path_params["file_id"])
+    except ValueError:
+        file_id = None
+    async with db.session_scope() as session:
+        user = await auth_service.authenticate(session=session, settings=settings, token=token)
+        current = None
+        used = 0
+        if user is not None and file_id is not None:
+            current = await files_service.get_file(
+                session=session, owner_id=user.user_id, file_id=file_id
+            )
+            used = await files_service.storage_used(session=session, owner_id=user.user_id)
+    if user is None:
+        return await _refuse(request, 401, "Sign in to replace files.")
+    if current is None:
+        return await _refuse(request, 404, "That file no longer exists.")
+    owner_id = user.user_id
+    # The content being replaced goes away, so it does not count against the quota.
+    used_by_others = used - current.size_bytes
+
+    try:
+        name = _checked_headers(request, settings=settings, used=used_by_others)
+    except _Refused as refusal:
+        return await _refuse(request, refusal.status, refusal.message)
+    return await _receive_then(
+        request,
+        settings=settings,
+        used=used_by_others,
+        owner_id=owner_id,
+        accept=partial(
+            _accept_replacement,
+            name=name,
+            owner_id=owner_id,
+            file_id=current.id,
+            revision=current.revision,
+            settings=settings,
+        ),
+    )
+
+
+async def _discard_revision(
+    store: StorageBackend, owner_id: uuid.UUID, file_id: uuid.UUID, revision: int
+) -> None:
+    # Shielded: a cancelled request must still remove what it stored.
+    with anyio.CancelScope(shield=True):
+        try:
+            await files_service.discard_revision(
+                store, owner_id=owner_id, file_id=file_id, revision=revision
+            )
+        except Exception:
+            logger.exception(
+                "could not remove revision %d of file %s after a replacement", revision, file_id
+            )
+
+
+async def _accept_replacement(
+    path: Path,
+    received: _Received,
+    *,
+    name: str,
+    owner_id: uuid.UUID,
+    file_id: uuid.UUID,
+    revision: int,
+    settings: Settings,
+) -> JSONResponse:
+    detected = await _checked(path, received, name=name, settings=settings)
+
+    new_revision = revision + 1
+    key = files_service.key_of(owner_id, file_id, revision=new_revision)
+    store = files_service.storage_for(settings)
+    try:
+        await store.put_file(key=key, path=path, content_type=detected.content_type)
+    except StorageError as error:
+        logger.error("storing a replacement of %s failed: %s", file_id, error)
+        await _discard_revision(store, owner_id, file_id, new_revision)
+        raise _Refused(
+            503, "The file could not be stored right now. Try again in a moment."
+        ) from None
+    except BaseException:
+        await _discard_revision(store, owner_id, file_id, new_revision)
+        raise
+
+    try:
+        async with db.session_scope() as session:
+            await session.exec(
+                text("select pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                params={"key": _quota_lock_key(owner_id)},
+            )
+            row = (
+                await session.exec(
+                    select(StoredFile)
+                    .where(col(StoredFile.id) == file_id, col(StoredFile.owner_id) == owner_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise _Refused(404, "That file was deleted while its new version was uploading.")
+            if row.revision != revision:
+                raise _Refused(
+                    409,
+                    "This file was replaced by another upload meanwhile. "
+                    "Reload the page to see its current version.",
+                )
+            used = await files_service.storage_used(session=session, owner_id=owner_id)
+            used -= row.size_bytes
+            if used + received.size > settings.storage_quota_mb * MB:
+                raise _over_quota(settings, used)
+            await session.exec(
+                update(StoredFile)
+                .where(col(StoredFile.id) == file_id)
+                .values(
+                    revision=new_revision,
+                    storage_key=key,
+                    original_name=name,
+                    content_type=detected.content_type,
+                    kind=detected.kind,
+                    size_bytes=received.size,
+                    sha256=received.sha256,
+                    status=FileStatus.processing.value,
+                    error=None,
+                    extracted_metadata={},
+                    extracted_text=None,
+                    updated_at=utcnow(),
+                )
+            )
+            job_id = await jobs_service.enqueue(
+                task_name=file_tasks.PROCESS_TASK,
+                task_kwargs={"file_id": str(file_id)},
+                owner_id=owner_id,
+                session=session,
+            )
+    except BaseException:
+        await _discard_revision(store, owner_id, file_id, new_revision)
+        raise
+
+    # The row names the new revision now: the previous one's objects can go.
+    await _discard_revision(store, owner_id, file_id, revision)
+    logger.info(
+        "file %s of user %s replaced (revision %d): %s, %d bytes",
+        file_id,
+        owner_id,
+        new_revision,
+        detected.content_type,
+        received.size,
+    )
+    return JSONResponse(
+        {
+            "id": str(file_id),
+            "name": name,
+            "kind": detected.kind,
+            "content_type": detected.content_type,
+            "size_bytes": received.size,
+            "status": FileStatus.processing.value,
+            "job_id": job_id,
+            "revision": new_revision,
+            "replaced": True,
+        },
+        status_code=200,
         headers={"Cache-Control": "no-store"},
     )

@@ -16,6 +16,9 @@ class FileUploader(rx.Component):
     compact: rx.Var[bool]
     # A pasted text longer than this becomes an attached text file (0: never).
     long_text_chars: rx.Var[int]
+    # Where each file is sent: "/files/upload" by default, or a file's replace route.
+    endpoint: rx.Var[str]
+    multiple: rx.Var[bool]
     on_uploaded: rx.EventHandler[lambda info: [info]]
 
 

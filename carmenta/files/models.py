@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Column, Integer, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -35,6 +35,7 @@ class StoredFile(SQLModel, table=True):
             name="status",
         ),
         CheckConstraint("size_bytes >= 0", name="size_not_negative"),
+        CheckConstraint("revision >= 0", name="revision_not_negative"),
     )
 
     id: uuid.UUID = uuid_primary_key()
@@ -53,5 +54,8 @@ class StoredFile(SQLModel, table=True):
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     )
     extracted_text: str | None = Field(default=None, sa_type=Text)
+    # Bumped each time the content is replaced; the stored objects' keys include it, so
+    # a link, a cached variant or a late processing run of older content never mixes in.
+    revision: int = defaulted(0, sa_type=Integer)
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()

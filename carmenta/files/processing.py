@@ -8,7 +8,9 @@ reason meant for its owner; the original is left where it is either way.
 
 Running it again for the same file overwrites the same outputs, so a retried job is
 harmless. A file deleted before or during processing ends the run quietly, and
-anything the run stored for it is removed again.
+anything the run stored for it is removed again. So does a run whose file was
+replaced meanwhile: it read the previous content, and only the run queued by the
+replacement may record an outcome.
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ from carmenta.db import session_scope
 from carmenta.errors import CarmentaError
 from carmenta.files import detect
 from carmenta.files.models import FileStatus, StoredFile
-from carmenta.files.service import PREVIEW, THUMBNAIL, key_of, prefix_of, storage_for
+from carmenta.files.service import (
+    PREVIEW,
+    THUMBNAIL,
+    discard_revision,
+    key_of,
+    notify_processed,
+    prefix_of,
+    storage_for,
+)
 from carmenta.files.storage.base import ObjectNotFound, StorageError
 from carmenta.model_fields import utcnow
 from carmenta.settings import Settings
@@ -595,15 +605,18 @@ async def process_file(
         if row is None:
             return {"status": "gone"}
         owner_id, kind, content_type = row.owner_id, row.kind, row.content_type
+        revision = row.revision
 
     store = storage_for(settings)
     work_dir = Path(tempfile.mkdtemp(prefix="process-", dir=temp_root(settings)))
-    finish = partial(_record, file_id=file_id, owner_id=owner_id, settings=settings)
+    finish = partial(
+        _record, file_id=file_id, owner_id=owner_id, revision=revision, settings=settings
+    )
     try:
         original = work_dir / "original"
         await report(5, "Fetching the file")
         try:
-            await store.download_to(key=key_of(owner_id, file_id), path=original)
+            await store.download_to(key=key_of(owner_id, file_id, revision=revision), path=original)
         except ObjectNotFound:
             return await finish(
                 status=FileStatus.failed,
@@ -653,7 +666,9 @@ async def process_file(
         for name, local in extraction.variants.items():
             try:
                 await store.put_file(
-                    key=key_of(owner_id, file_id, name), path=local, content_type="image/webp"
+                    key=key_of(owner_id, file_id, name, revision=revision),
+                    path=local,
+                    content_type="image/webp",
                 )
             except StorageError as error:
                 raise TransientProcessingError(
@@ -661,7 +676,7 @@ async def process_file(
                 ) from None
             # The key is recorded for people and tools; links derive it from the ids.
             label = "thumbnail_key" if name == THUMBNAIL else "preview_key"
-            extraction.metadata[label] = key_of(owner_id, file_id, name)
+            extraction.metadata[label] = key_of(owner_id, file_id, name, revision=revision)
 
         return await finish(
             status=FileStatus.ready, metadata=extraction.metadata, text=extraction.text
@@ -684,6 +699,7 @@ async def _record(
     *,
     file_id: uuid.UUID,
     owner_id: uuid.UUID,
+    revision: int,
     settings: Settings,
     status: FileStatus,
     error: str | None = None,
@@ -693,7 +709,7 @@ async def _record(
     async with session_scope() as session:
         result = await session.exec(
             update(StoredFile)
-            .where(col(StoredFile.id) == file_id)
+            .where(col(StoredFile.id) == file_id, col(StoredFile.revision) == revision)
             .values(
                 status=status.value,
                 error=error,
@@ -704,8 +720,19 @@ async def _record(
             .returning(col(StoredFile.id))
         )
         found = result.first()
+        if found is not None:
+            await notify_processed(
+                session=session, file_id=file_id, owner_id=owner_id, status=status.value
+            )
+        else:
+            still_there = await session.get(StoredFile, file_id)
     if found is None:
-        # Deleted while this run worked: whatever it stored must not outlive the row.
-        await storage_for(settings).delete_prefix(prefix=prefix_of(owner_id, file_id))
-        return {"status": "gone"}
+        store = storage_for(settings)
+        if still_there is None:
+            # Deleted while this run worked: whatever it stored must not outlive the row.
+            await store.delete_prefix(prefix=prefix_of(owner_id, file_id))
+            return {"status": "gone"}
+        # Replaced while this run read the previous content: drop what it made of it.
+        await discard_revision(store, owner_id=owner_id, file_id=file_id, revision=revision)
+        return {"status": "superseded"}
     return {"status": status.value}

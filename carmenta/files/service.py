@@ -5,14 +5,19 @@ looks exactly like a file that does not exist. Functions taking `session` run in
 caller's transaction; the caller commits.
 
 Stored objects live under `{owner_id}/{file_id}/`: the upload at `original`, and
-what processing makes (`thumbnail.webp`, `preview.webp`) beside it. Keys are always
-derived from the owner and file ids here, never from names or stored metadata.
+what processing makes (`thumbnail.webp`, `preview.webp`) beside it. A file whose
+content was replaced keeps each later revision in a folder of its own,
+`{owner_id}/{file_id}/r{revision}/`, so a new revision never shares a key (and so a
+signed link, a cached variant or a browser cache entry) with an older one. Keys are
+always derived from the owner id, file id and revision here, never from names or
+stored metadata.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +71,7 @@ class FileView:
     error: str | None
     created_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,51 @@ def prefix_of(owner_id: uuid.UUID, file_id: uuid.UUID) -> str:
     return f"{owner_id}/{file_id}/"
 
 
-def key_of(owner_id: uuid.UUID, file_id: uuid.UUID, name: str = ORIGINAL) -> str:
-    return f"{prefix_of(owner_id, file_id)}{name}"
+def revision_prefix(owner_id: uuid.UUID, file_id: uuid.UUID, revision: int = 0) -> str:
+    """Where one revision's objects live; the first revision sits at the file's own folder."""
+    if revision == 0:
+        return prefix_of(owner_id, file_id)
+    return f"{prefix_of(owner_id, file_id)}r{revision}/"
+
+
+def key_of(
+    owner_id: uuid.UUID, file_id: uuid.UUID, name: str = ORIGINAL, *, revision: int = 0
+) -> str:
+    return f"{revision_prefix(owner_id, file_id, revision)}{name}"
+
+
+async def discard_revision(
+    store: StorageBackend, *, owner_id: uuid.UUID, file_id: uuid.UUID, revision: int
+) -> None:
+    """Delete one revision's objects (original, derived images, cached variants).
+
+    The first revision shares the file's folder with later ones' subfolders, so its
+    objects are deleted by name rather than by prefix.
+    """
+    if revision == 0:
+        for name in (ORIGINAL, THUMBNAIL, PREVIEW):
+            await store.delete_prefix(prefix=key_of(owner_id, file_id, name))
+    else:
+        await store.delete_prefix(prefix=revision_prefix(owner_id, file_id, revision))
+
+
+# Called in the transaction that records a file's processing outcome, so work that
+# must follow it (adding the file to the knowledge base again) is queued atomically.
+ProcessedListener = Callable[..., Awaitable[None]]
+_processed_listeners: list[ProcessedListener] = []
+
+
+def register_processed_listener(listener: ProcessedListener) -> None:
+    """`listener(session=, file_id=, owner_id=, status=)` after each processing run."""
+    if listener not in _processed_listeners:
+        _processed_listeners.append(listener)
+
+
+async def notify_processed(
+    *, session: AsyncSession, file_id: uuid.UUID, owner_id: uuid.UUID, status: str
+) -> None:
+    for listener in list(_processed_listeners):
+        await listener(session=session, file_id=file_id, owner_id=owner_id, status=status)
 
 
 def _view(row: StoredFile) -> FileView:
@@ -101,6 +150,7 @@ def _view(row: StoredFile) -> FileView:
         error=row.error,
         created_at=row.created_at,
         metadata=dict(row.extracted_metadata or {}),
+        revision=row.revision,
     )
 
 
@@ -180,7 +230,7 @@ async def signed_urls(
         return None
     store = storage_for(settings)
     ttl = settings.signed_url_ttl_seconds
-    original = key_of(owner_id, file.id)
+    original = key_of(owner_id, file.id, revision=file.revision)
     download = await store.signed_url(key=original, expires_in=ttl, download_name=file.name)
     preview: str | None = None
     thumbnail: str | None = None
@@ -190,13 +240,17 @@ async def signed_urls(
         preview = await store.signed_url(key=original, expires_in=ttl)
     elif file.kind == "image" and file.metadata.get("preview_key"):
         # HEIC: most browsers cannot show it, so processing made a WebP to preview.
-        preview = await store.signed_url(key=key_of(owner_id, file.id, PREVIEW), expires_in=ttl)
+        preview = await store.signed_url(
+            key=key_of(owner_id, file.id, PREVIEW, revision=file.revision), expires_in=ttl
+        )
     if file.content_type in _TRANSFORMABLE_TYPES and file.status != "failed":
         thumbnail = await store.signed_url(
             key=original, expires_in=ttl, transform=THUMBNAIL_TRANSFORM
         )
     elif has_thumbnail:
-        thumbnail = await store.signed_url(key=key_of(owner_id, file.id, THUMBNAIL), expires_in=ttl)
+        thumbnail = await store.signed_url(
+            key=key_of(owner_id, file.id, THUMBNAIL, revision=file.revision), expires_in=ttl
+        )
     return FileUrls(download=download, preview=preview, thumbnail=thumbnail)
 
 

@@ -5,7 +5,18 @@ from datetime import datetime
 from enum import StrEnum
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import CheckConstraint, Column, Computed, Index, Integer, Text, cast
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Computed,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    Uuid,
+    cast,
+)
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, SQLModel
 
@@ -136,3 +147,46 @@ class DocumentChunk(SQLModel, table=True):
     )
     embedded_at: datetime | None = optional_timestamp()
     created_at: datetime = created_at_field()
+
+
+class FileKnowledgeStatus(StrEnum):
+    # The file is still being read; it is added once processing finishes.
+    waiting = "waiting"
+    # An ingest job is queued or running.
+    adding = "adding"
+    ready = "ready"
+    failed = "failed"
+
+
+class FileKnowledge(SQLModel, table=True):
+    """A file its owner asked to keep in the knowledge base, and how that went.
+
+    The documents themselves point at the file through `documents.source_file_id`;
+    this row records the wish (so a replaced file is added again) and its progress.
+    """
+
+    __tablename__ = "file_knowledge"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('waiting', 'adding', 'ready', 'failed')",
+            name="status",
+        ),
+    )
+
+    file_id: uuid.UUID = Field(
+        sa_column=Column(
+            Uuid(), ForeignKey("files.id", ondelete="CASCADE"), primary_key=True, nullable=False
+        )
+    )
+    owner_id: uuid.UUID = owner_key()
+    status: str = defaulted(FileKnowledgeStatus.waiting.value, sa_type=Text)
+    error: str | None = Field(default=None, sa_type=Text)
+    job_id: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
+    # The document holding the text (the first part when the text is split).
+    document_id: uuid.UUID | None = Field(
+        default=None, foreign_key="documents.id", ondelete="SET NULL", nullable=True
+    )
+    # Which content of the file the documents hold; a different one needs adding again.
+    ingested_sha256: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()

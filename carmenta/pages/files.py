@@ -1,4 +1,5 @@
-"""Files: upload, see processing status, preview, download and delete."""
+"""Files: upload, see processing status, preview, download, replace and delete; keep
+a file's text in the knowledge base."""
 
 import reflex as rx
 
@@ -66,6 +67,103 @@ def thumbnail(item: dict) -> rx.Component:
     )
 
 
+def knowledge_status(item: dict) -> rx.Component:
+    """Where the file stands with the knowledge base, and what can be done about it."""
+    add_button = rx.button(
+        rx.icon("book-plus", size=14, aria_hidden="true"),
+        "Add to knowledge",
+        size="1",
+        variant="soft",
+        aria_label="Add " + item["name"] + " to knowledge",
+        on_click=FilesState.add_to_knowledge(item["id"], item["name"]),
+    )
+    return rx.box(
+        rx.match(
+            item["knowledge_state"],
+            (
+                "waiting",
+                rx.badge(
+                    rx.spinner(size="1"),
+                    "Knowledge: waiting for the file to be read",
+                    color_scheme="amber",
+                    variant="soft",
+                ),
+            ),
+            (
+                "adding",
+                rx.badge(
+                    rx.spinner(size="1"),
+                    "Adding to knowledge… " + item["knowledge_percent"] + "%",
+                    color_scheme="amber",
+                    variant="soft",
+                ),
+            ),
+            (
+                "ready",
+                rx.hstack(
+                    rx.badge(
+                        rx.icon("book-check", size=12, aria_hidden="true"),
+                        "In knowledge",
+                        color_scheme="green",
+                        variant="soft",
+                    ),
+                    rx.link(
+                        "Open in knowledge",
+                        href=item["knowledge_url"],
+                        size="1",
+                        aria_label="Open " + item["name"] + " in knowledge",
+                    ),
+                    rx.button(
+                        "Remove from knowledge",
+                        size="1",
+                        variant="ghost",
+                        color_scheme="gray",
+                        aria_label="Remove " + item["name"] + " from knowledge",
+                        on_click=FilesState.remove_from_knowledge(item["id"], item["name"]),
+                    ),
+                    spacing="2",
+                    align="center",
+                    wrap="wrap",
+                ),
+            ),
+            (
+                "failed",
+                rx.vstack(
+                    rx.text(
+                        "Not added to knowledge: " + item["knowledge_error"],
+                        size="1",
+                        color_scheme="red",
+                    ),
+                    rx.hstack(
+                        rx.button(
+                            "Try again",
+                            size="1",
+                            variant="soft",
+                            aria_label="Try adding " + item["name"] + " to knowledge again",
+                            on_click=FilesState.add_to_knowledge(item["id"], item["name"]),
+                        ),
+                        rx.button(
+                            "Dismiss",
+                            size="1",
+                            variant="ghost",
+                            color_scheme="gray",
+                            aria_label="Stop adding " + item["name"] + " to knowledge",
+                            on_click=FilesState.remove_from_knowledge(item["id"], item["name"]),
+                        ),
+                        spacing="2",
+                    ),
+                    spacing="1",
+                    align="start",
+                ),
+            ),
+            rx.cond(item["status"] != "failed", add_button),
+        ),
+        data_testid="knowledge-status",
+        data_state=item["knowledge_state"],
+        aria_live="polite",
+    )
+
+
 def file_row(item: dict) -> rx.Component:
     return rx.hstack(
         thumbnail(item),
@@ -96,6 +194,7 @@ def file_row(item: dict) -> rx.Component:
                 item["error"] != "",
                 rx.text(item["error"], size="1", color_scheme="red", data_testid="file-error"),
             ),
+            knowledge_status(item),
             spacing="1",
             align="start",
             min_width="0",
@@ -113,6 +212,13 @@ def file_row(item: dict) -> rx.Component:
                 href=item["download_url"],
                 aria_label="Download " + item["name"],
                 custom_attrs={"reloadDocument": True},
+            ),
+            rx.icon_button(
+                rx.icon("file-up", size=16),
+                variant="ghost",
+                aria_label="Replace " + item["name"],
+                title="Replace…",
+                on_click=FilesState.ask_replace(item["id"], item["name"]),
             ),
             rx.icon_button(
                 rx.icon("trash-2", size=16),
@@ -162,6 +268,50 @@ def delete_dialog() -> rx.Component:
             max_width="28rem",
         ),
         open=FilesState.pending_delete_id != "",
+    )
+
+
+def replace_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Replace " + FilesState.replacing_name),
+            rx.dialog.description(
+                "Choose the new version. The file keeps its place, its links and, if it "
+                "is in your knowledge base, its document, which is updated once the new "
+                "version is read. If the upload fails, the current version stays.",
+                size="2",
+            ),
+            rx.box(
+                rx.cond(
+                    FilesState.replacing_id != "",
+                    file_uploader(
+                        label="Choose the new file",
+                        hint="Drop the new version here, or",
+                        paste_target=False,
+                        endpoint=FilesState.replace_endpoint,
+                        multiple=False,
+                        on_uploaded=FilesState.replaced,
+                    ),
+                ),
+                margin_top="1rem",
+            ),
+            rx.flex(
+                rx.dialog.close(
+                    rx.button(
+                        "Close",
+                        variant="soft",
+                        color_scheme="gray",
+                        on_click=FilesState.cancel_replace,
+                    )
+                ),
+                justify="end",
+                margin_top="1rem",
+            ),
+            max_width="32rem",
+            data_testid="replace-dialog",
+        ),
+        open=FilesState.replacing_id != "",
+        on_open_change=FilesState.replace_open_changed,
     )
 
 
@@ -217,6 +367,7 @@ def files() -> rx.Component:
         ),
         file_list(),
         delete_dialog(),
+        replace_dialog(),
         spacing="4",
         width="100%",
     )

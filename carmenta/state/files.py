@@ -1,4 +1,5 @@
-"""The Files page: the user's uploads, their processing status, and deletion."""
+"""The Files page: the user's uploads, their processing and knowledge-base status,
+replacing and deleting them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import reflex as rx
 
 from carmenta.files import browse
+from carmenta.knowledge import file_browse
 from carmenta.settings import get_settings
 from carmenta.state.session import SessionState
 
@@ -23,11 +25,24 @@ class FilesState(SessionState):
     notice: str = ""
     pending_delete_id: str = ""
     pending_delete_name: str = ""
+    replacing_id: str = ""
+    replacing_name: str = ""
     _polling: bool = False
 
     @rx.var
     def processing_count(self) -> int:
         return sum(1 for item in self.files if item["status"] in ("uploading", "processing"))
+
+    @rx.var
+    def knowledge_busy_count(self) -> int:
+        return sum(1 for item in self.files if item.get("knowledge_state") in ("waiting", "adding"))
+
+    @rx.var
+    def replace_endpoint(self) -> str:
+        return f"/files/{self.replacing_id}/replace" if self.replacing_id else ""
+
+    def _busy(self) -> bool:
+        return bool(self.processing_count or self.knowledge_busy_count)
 
     async def _reload(self) -> bool:
         user = await self.verified_user()
@@ -35,8 +50,13 @@ class FilesState(SessionState):
             self.files = []
             return False
         cards = await browse.file_cards(owner_id=user.user_id, settings=get_settings())
+        knowledge = await file_browse.knowledge_fields(owner_id=user.user_id)
         self.files = [
-            {key: str(value) for key, value in dataclasses.asdict(card).items()} for card in cards
+            {
+                **{key: str(value) for key, value in dataclasses.asdict(card).items()},
+                **knowledge.get(card.id, file_browse.empty_fields()),
+            }
+            for card in cards
         ]
         return True
 
@@ -49,7 +69,7 @@ class FilesState(SessionState):
         except Exception:  # noqa: BLE001 - the page shows the failure instead of breaking
             self.error = "Your files could not be loaded. Try again in a moment."
         self.loading = False
-        if self.processing_count:
+        if self._busy():
             return FilesState.poll_while_processing
         return None
 
@@ -72,7 +92,7 @@ class FilesState(SessionState):
                 waited += POLL_SECONDS
                 async with self:
                     await self._reload()
-                    if not self.processing_count:
+                    if not self._busy():
                         self.notice = ""
                         break
         finally:
@@ -101,3 +121,53 @@ class FilesState(SessionState):
         else:
             self.error = "That file no longer exists."
         await self._reload()
+
+    @rx.event
+    async def add_to_knowledge(self, file_id: str, name: str):
+        user = await self.verified_user()
+        if user is None:
+            return None
+        problem = await file_browse.add_to_knowledge(owner_id=user.user_id, file_id=file_id)
+        if problem:
+            self.error = problem
+        else:
+            self.error = ""
+            self.notice = f"Adding {name} to your knowledge base…"
+        await self._reload()
+        return FilesState.poll_while_processing
+
+    @rx.event
+    async def remove_from_knowledge(self, file_id: str, name: str):
+        user = await self.verified_user()
+        if user is None:
+            return
+        if await file_browse.remove_from_knowledge(owner_id=user.user_id, file_id=file_id):
+            self.notice = f"{name} was removed from your knowledge base; the file stays."
+        else:
+            self.error = f"{name} was not in your knowledge base."
+        await self._reload()
+
+    @rx.event
+    def ask_replace(self, file_id: str, name: str):
+        self.replacing_id = file_id
+        self.replacing_name = name
+
+    @rx.event
+    def cancel_replace(self):
+        self.replacing_id = ""
+        self.replacing_name = ""
+
+    @rx.event
+    def replace_open_changed(self, is_open: bool):
+        # Escape or a click outside closes the dialog.
+        if not is_open:
+            self.cancel_replace()
+
+    @rx.event
+    async def replaced(self, info: dict):
+        name = self.replacing_name
+        self.cancel_replace()
+        self.error = ""
+        self.notice = f"{name} was replaced by {info.get('name', 'the new file')}. Processing…"
+        await self._reload()
+        return FilesState.poll_while_processing
