@@ -189,6 +189,7 @@ class ChatEngine:
         self._embedder = embedder
         self._live: dict[uuid.UUID, LiveReply] = {}
         self._background: set[asyncio.Task] = set()
+        self._titling: dict[uuid.UUID, asyncio.Task] = {}
 
     @property
     def settings(self) -> Settings:
@@ -392,7 +393,6 @@ class ChatEngine:
         confirmation: bool | None,
     ) -> None:
         autosave: asyncio.Task | None = None
-        titling: asyncio.Task | None = None
         try:
             plan = await self._plan(live, user_name=user_name)
             live.details = {**live.details, **plan.details()}
@@ -401,18 +401,19 @@ class ChatEngine:
             await self._save(live)
             await live.publish()
             autosave = asyncio.create_task(self._autosave(live))
-            if first_message is not None:
-                # Titled while the reply is written, so both are ready together.
-                titling = asyncio.create_task(self._title(live, plan, first_message))
             if plan.offline:
                 await self._write_offline(live, plan)
             else:
                 await self._write_with_model(live, plan, confirmation=confirmation)
             autosave.cancel()
-            if titling is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(titling), TITLE_WAIT_SECONDS)
             if live.status == MessageStatus.streaming.value:
+                if first_message is not None:
+                    # Asked after the reply, so the model's two answers never interleave.
+                    titling = asyncio.create_task(self._title(live, plan, first_message))
+                    self._titling[live.conversation_id] = titling
+                    titling.add_done_callback(
+                        lambda _: self._titling.pop(live.conversation_id, None)
+                    )
                 await self._finish(live, MessageStatus.complete)
                 self._after_exchange(live)
         except asyncio.CancelledError:
@@ -742,10 +743,19 @@ class ChatEngine:
         except Exception:
             logger.exception("queueing memory extraction for reply %s failed", live.message_id)
 
+    async def title_ready(self, conversation_id: uuid.UUID) -> None:
+        """Wait (a little) for a new conversation's title, so the page can show it."""
+        titling = self._titling.get(conversation_id)
+        if titling is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(titling), TITLE_WAIT_SECONDS)
+
     async def wait_for_background(self) -> None:
         """Tests and shutdown: let titling and job enqueueing finish."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        while self._background or self._titling:
+            await asyncio.gather(
+                *list(self._background), *list(self._titling.values()), return_exceptions=True
+            )
 
 
 class _ReplyEnded(Exception):

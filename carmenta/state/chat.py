@@ -249,6 +249,11 @@ class ChatState(SessionState):
                 await self._refresh(owner, uuid.UUID(self.conversation_id))
             if self.streaming_id == message_id:
                 self.streaming_id = ""
+            conversation_id = self.conversation_id
+        if conversation_id:
+            await engine.title_ready(uuid.UUID(conversation_id))
+            async with self:
+                await self._refresh(owner, uuid.UUID(conversation_id))
         yield ConversationListState.reload
 
     def _apply(self, snapshot) -> None:

@@ -357,3 +357,84 @@ async def test_another_person_cannot_follow_stop_or_confirm_a_reply(model_server
     release.set()
     await _wait(engine, owner, reply.id)
     assert (await _messages(owner, conversation_id))[-1].status == "complete"
+
+
+async def test_a_killed_server_loses_at_most_the_last_second_and_the_reply_is_interrupted(
+    model_server, database_url
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from carmenta.settings import PROJECT_ROOT
+
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    words = [f"w{number} " for number in range(400)]
+    model_server.state.script(ScriptedReply(text_chunks=words, delay=0.02))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.chat_writer_process",
+            str(owner),
+            str(conversation_id),
+            model_server.openai_base_url,
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        reply_id = uuid.UUID(process.stdout.readline().strip())
+        # Wait until the stream is well under way, then kill the writer outright.
+        stream = None
+        for _ in range(1200):
+            await asyncio.sleep(0.05)
+            streams = [s for s in model_server.state.streams if s.api == "openai"]
+            if streams and streams[-1].chunks_sent > 150:
+                stream = streams[-1]
+                break
+        assert stream is not None, f"the stream never got going: {model_server.state.streams}"
+        sent_before_kill = stream.chunks_sent
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    async with session_scope() as session:
+        saved = await conversations.get_message(
+            session=session, owner_id=owner, message_id=reply_id
+        )
+    assert saved is not None and saved.status == "streaming"
+    saved_words = saved.content.split()
+    # Saved at least every half second: at 50 words a second, at most ~25 missing plus
+    # what was in flight; comfortably within one second's worth (50) of words.
+    assert len(saved_words) >= sent_before_kill - 60
+    assert saved_words == [word.strip() for word in words[: len(saved_words)]]
+
+    async with session_scope() as session:
+        await session.execute(
+            text("update messages set updated_at = now() - interval '1 minute' where id = :id"),
+            {"id": reply_id},
+        )
+        assert await conversations.mark_stale_replies_interrupted(session=session) >= 1
+        await session.commit()
+    async with session_scope() as session:
+        interrupted = await conversations.get_message(
+            session=session, owner_id=owner, message_id=reply_id
+        )
+    assert interrupted is not None and interrupted.status == "interrupted"
+    assert interrupted.content == saved.content
+
+    # An interrupted reply can be regenerated.
+    model_server.state.script(ScriptedReply(text_chunks=["Complete this time."]))
+    engine = _model_engine(model_server, provider="openai")
+    again = await engine.regenerate(owner_id=owner, conversation_id=conversation_id)
+    await _wait(engine, owner, again.id)
+    final = (await _messages(owner, conversation_id))[-1]
+    assert (final.status, final.content) == ("complete", "Complete this time.")
