@@ -162,6 +162,27 @@ async def load_attachments(
     ]
 
 
+async def attachments_still_processing(
+    *, session: AsyncSession, owner_id: uuid.UUID, conversation_id: uuid.UUID
+) -> int:
+    """How many files of the last message are not read yet (uploading or processing)."""
+    row = (
+        await session.execute(
+            text(
+                "with last_user as ("
+                "  select details from messages where conversation_id = :conversation"
+                "  and owner_id = :owner and role = 'user' order by created_at desc limit 1)"
+                " select count(*) from files f, last_user u"
+                " where f.owner_id = :owner and f.status in ('uploading', 'processing')"
+                " and f.id::text in (select jsonb_array_elements_text("
+                "   coalesce(u.details->'attachments', '[]'::jsonb)))"
+            ),
+            {"conversation": conversation_id, "owner": owner_id},
+        )
+    ).scalar_one()
+    return int(row)
+
+
 async def image_for_model(
     *, settings: Settings, owner_id: uuid.UUID, file_id: str, content_type: str
 ) -> ImageInput | None:

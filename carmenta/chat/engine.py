@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.chat import offline
-from carmenta.chat.concierge import ReplyPlan, plan_reply
+from carmenta.chat.concierge import ReplyPlan, attachments_still_processing, plan_reply
 from carmenta.chat.llm.streaming import stream_reply
 from carmenta.chat.llm.types import (
     ChatTurn,
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 SAVE_INTERVAL_SECONDS = 0.5
 MAX_TOOL_ROUNDS = 6
+# Files attached to a message are usually read within seconds; a reply waits this long.
+ATTACHMENT_WAIT_SECONDS = 60.0
 # How long a finished reply waits for its conversation's first title.
 TITLE_WAIT_SECONDS = 5.0
 FAILED_REPLY = "Something went wrong while writing this reply. Try again."
@@ -458,7 +460,24 @@ class ChatEngine:
                     live.task.cancel()
                 return
 
+    async def _await_attachments(self, live: LiveReply) -> None:
+        """Files sent with the message are read (processed) before the reply uses them."""
+        deadline = time.monotonic() + ATTACHMENT_WAIT_SECONDS
+        while True:
+            async with session_scope() as session:
+                pending = await attachments_still_processing(
+                    session=session, owner_id=live.owner_id, conversation_id=live.conversation_id
+                )
+            if not pending or time.monotonic() > deadline:
+                return
+            if live.details.get("preparing") is None:
+                live.details["preparing"] = "Reading the attached files…"
+                await live.publish()
+            await asyncio.sleep(0.4)
+
     async def _plan(self, live: LiveReply, *, user_name: str | None) -> ReplyPlan:
+        await self._await_attachments(live)
+        live.details.pop("preparing", None)
         async with session_scope() as session:
             options = await self._models.options(session=session, owner_id=live.owner_id)
 

@@ -49,6 +49,11 @@ class ThreadMessage:
     model_label: str = ""
     used: str = ""
     offline: bool = False
+    preparing: str = ""
+    # Research replies: their job, how far it got and what it is doing.
+    research_job: str = ""
+    research_percent: int = 0
+    research_step: str = ""
     attachments: list[AttachmentChip] = field(default_factory=list)
     sources: list[SourceLink] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
@@ -78,6 +83,10 @@ def thread_message(
         model_label=str(details.get("model_label") or ""),
         used=describe_summary(context.get("summary") or {}),
         offline=bool(details.get("offline")),
+        preparing=str(details.get("preparing") or ""),
+        research_job=str((details.get("research") or {}).get("job_id") or ""),
+        research_percent=int((details.get("research") or {}).get("percent") or 0),
+        research_step=str((details.get("research") or {}).get("step") or ""),
         attachments=[
             chips[file_id] for file_id in details.get("attachments") or [] if file_id in chips
         ],

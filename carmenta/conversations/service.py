@@ -589,6 +589,8 @@ async def mark_stale_replies_interrupted(
             "update messages set status = 'interrupted', updated_at = now(),"
             " error = 'The reply was cut off when the server stopped.'"
             " where status = 'streaming' and updated_at < now() - :idle"
+            # Research replies belong to their durable job, which a restart resumes.
+            " and not (details ? 'research')"
         ),
         {"idle": idle_for},
     )

@@ -186,6 +186,44 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
             spacing="2",
             width="100%",
         ),
+        rx.cond(
+            message.preparing != "",
+            rx.hstack(
+                rx.spinner(size="1"),
+                rx.text(message.preparing, size="2", color_scheme="gray"),
+                role="status",
+                spacing="2",
+            ),
+        ),
+        rx.cond(
+            (message.research_job != "") & (message.status == "streaming"),
+            rx.vstack(
+                rx.hstack(
+                    rx.spinner(size="1"),
+                    rx.text(message.research_step, size="2", data_testid="research-step"),
+                    spacing="2",
+                    align="center",
+                ),
+                rx.progress(
+                    value=message.research_percent,
+                    max=100,
+                    width="100%",
+                    aria_label="Research progress",
+                    data_testid="research-progress",
+                ),
+                rx.text(
+                    "Research runs in the background: you can leave or reload this page.",
+                    size="1",
+                    color_scheme="gray",
+                ),
+                width="100%",
+                spacing="1",
+                role="status",
+                padding="0.5rem",
+                border="1px solid var(--gray-6)",
+                border_radius="var(--radius-3)",
+            ),
+        ),
         rx.vstack(rx.foreach(message.steps, tool_step), spacing="1", align="start"),
         rx.box(
             safe_markdown(message.content),
@@ -358,6 +396,21 @@ def composer() -> rx.Component:
                     ),
                     flex="1",
                     min_width="0",
+                ),
+                rx.tooltip(
+                    rx.el.label(
+                        rx.switch(
+                            checked=ChatState.research_mode,
+                            on_change=ChatState.set_research_mode,
+                            size="1",
+                            data_testid="research-mode",
+                        ),
+                        rx.text("Research", size="1"),
+                        display="flex",
+                        align_items="center",
+                        gap="0.35rem",
+                    ),
+                    content="A thorough search of your notes, run in the background",
                 ),
                 model_picker(),
                 rx.cond(

@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 
 import reflex as rx
 
+from carmenta.chat import research, thread
 from carmenta.chat import service as chat_service
-from carmenta.chat import thread
 from carmenta.conversations import service as conversations
 from carmenta.db import session_scope
 from carmenta.errors import CarmentaError
+from carmenta.jobs import service as jobs
 from carmenta.settings import get_settings
 from carmenta.state.conversation_list import ConversationListState
 from carmenta.state.session import SessionState
@@ -53,6 +54,17 @@ class ChatState(SessionState):
     model_choice: str = ""
     editing_id: str = ""
     edit_text: str = ""
+    research_mode: bool = False
+
+    @rx.event
+    def set_research_mode(self, value: bool):
+        self.research_mode = value
+
+    def _research_job_of(self, message_id: str) -> int | None:
+        for message in self.messages:
+            if message.id == message_id and message.research_job:
+                return int(message.research_job)
+        return None
 
     @rx.var
     def is_streaming(self) -> bool:
@@ -136,6 +148,8 @@ class ChatState(SessionState):
         except Exception:  # noqa: BLE001 - the page shows the failure instead of breaking
             self.error = "This conversation could not be loaded. Try again in a moment."
         self.loading = False
+        if self.streaming_id and self._research_job_of(self.streaming_id) is not None:
+            return ChatState.poll_reply
         if self.streaming_id and chat_service.get_engine().live(uuid.UUID(self.streaming_id)):
             return ChatState.follow_reply
         if self.streaming_id:
@@ -204,13 +218,23 @@ class ChatState(SessionState):
                     )
                     await session.commit()
                 self.conversation_id = str(conversation.id)
-            _, reply = await chat_service.get_engine().send(
-                owner_id=user.user_id,
-                conversation_id=uuid.UUID(self.conversation_id),
-                content=text,
-                attachment_ids=attachments,
-                user_name=user.display_name,
-            )
+            if self.research_mode:
+                async with session_scope() as session:
+                    reply, _ = await research.start_research(
+                        session=session,
+                        owner_id=user.user_id,
+                        conversation_id=uuid.UUID(self.conversation_id),
+                        question=text,
+                    )
+                    await session.commit()
+            else:
+                _, reply = await chat_service.get_engine().send(
+                    owner_id=user.user_id,
+                    conversation_id=uuid.UUID(self.conversation_id),
+                    content=text,
+                    attachment_ids=attachments,
+                    user_name=user.display_name,
+                )
         except CarmentaError as error:
             # The draft stays in the box: nothing the person wrote is lost.
             self.error = str(error)
@@ -226,7 +250,8 @@ class ChatState(SessionState):
                 ConversationListState.reload,
             ]
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
-        return [ChatState.follow_reply, ConversationListState.reload]
+        follow = ChatState.poll_reply if self.research_mode else ChatState.follow_reply
+        return [follow, ConversationListState.reload]
 
     @rx.event(background=True)
     async def follow_reply(self):
@@ -280,8 +305,9 @@ class ChatState(SessionState):
     @rx.event(background=True)
     async def poll_reply(self):
         """A reply another instance writes: read from the database until it ends."""
-        for _ in range(3600):
-            await asyncio.sleep(0.5)
+        # Research may take half an hour or more; two hours is a generous bound.
+        for _ in range(7200):
+            await asyncio.sleep(1.0)
             async with self:
                 owner = await self._user_id()
                 if owner is None or not self.conversation_id or not self.streaming_id:
@@ -294,6 +320,11 @@ class ChatState(SessionState):
     async def stop(self):
         owner = await self._user_id()
         if owner is None or not self.streaming_id:
+            return
+        job_id = self._research_job_of(self.streaming_id)
+        if job_id is not None:
+            # Research stops at its next step and keeps what it found.
+            await jobs.cancel_job(owner_id=owner, job_id=job_id)
             return
         await chat_service.get_engine().stop(
             owner_id=owner, message_id=uuid.UUID(self.streaming_id)

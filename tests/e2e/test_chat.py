@@ -148,3 +148,35 @@ def test_the_offline_assistant_answers_from_the_knowledge_base(page: Page, app_s
         "href", re.compile(r"/knowledge\?doc=")
     )
     expect(reply.get_by_test_id("context-used")).to_contain_text("document")
+
+
+def test_files_attached_in_the_composer_go_with_the_message(page: Page, tmp_path):
+    from tests import file_samples
+
+    notes = tmp_path / "mooring notes.txt"
+    notes.write_text("The sailing boat is moored at pier 7 in the north harbour.\n")
+    photo = tmp_path / "harbour.png"
+    photo.write_bytes(file_samples.png())
+    page.goto("/")
+    page.get_by_test_id("model-picker").click()
+    page.get_by_role("option", name="Offline assistant").click()
+    page.get_by_test_id("file-input").set_input_files([str(notes), str(photo)])
+    pending = page.get_by_test_id("attachment-chip")
+    expect(pending).to_have_count(2)
+    expect(pending.filter(has_text="mooring notes.txt")).to_be_visible()
+
+    _send(page, "Where is the sailing boat moored?")
+    page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=45_000)
+    expect(reply.get_by_test_id("assistant-text")).to_contain_text("pier 7")
+    expect(reply.get_by_test_id("assistant-text")).to_contain_text("mooring notes.txt")
+
+    sent = page.get_by_test_id("user-message").last
+    chips = sent.get_by_test_id("attachment-chip")
+    expect(chips).to_have_count(2)
+    expect(chips.filter(has_text="mooring notes.txt")).to_contain_text("bytes")
+    # The image shows inline through a signed transformation URL.
+    thumbnail = chips.filter(has_text="harbour.png").get_by_role("img")
+    expect(thumbnail).to_have_attribute("src", re.compile(r"width="))
+    assert thumbnail.evaluate("img => img.complete && img.naturalWidth > 0")
