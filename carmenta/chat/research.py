@@ -39,6 +39,8 @@ from carmenta.settings import Settings
 logger = logging.getLogger(__name__)
 
 RESEARCH_TASK = "chat.research"
+# Its own queue, so a worker can be dedicated to long research if needed.
+RESEARCH_QUEUE = "research"
 MAX_FACETS = 5
 SOURCES_PER_FACET = 4
 _FACET_PROMPT = (

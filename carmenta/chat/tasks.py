@@ -41,7 +41,7 @@ async def interrupt_stale_replies(timestamp: int) -> dict[str, int]:
     return {"interrupted": count}
 
 
-@job_app.task(name=research.RESEARCH_TASK, pass_context=True)
+@job_app.task(name=research.RESEARCH_TASK, queue=research.RESEARCH_QUEUE, pass_context=True)
 async def research_task(
     context: JobContext, *, owner_id: str, message_id: str, option_id: str | None = None
 ) -> dict[str, object]:

@@ -180,3 +180,26 @@ def test_files_attached_in_the_composer_go_with_the_message(page: Page, tmp_path
     thumbnail = chips.filter(has_text="harbour.png").get_by_role("img")
     expect(thumbnail).to_have_attribute("src", re.compile(r"width="))
     assert thumbnail.evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def test_research_runs_as_a_job_and_posts_its_report(page: Page, app_server, account):
+    create_document(
+        app_server.database_url,
+        account.email,
+        title="Beekeeping",
+        content="The hives stand by the orchard wall. Honey is harvested in late August.",
+    )
+    page.goto("/")
+    page.get_by_test_id("model-picker").click()
+    page.get_by_role("option", name="Offline assistant").click()
+    page.get_by_test_id("research-mode").click()
+    _send(page, "When is the honey harvested from the hives?")
+    page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=60_000)
+    text = reply.get_by_test_id("assistant-text")
+    expect(text).to_contain_text("Research: When is the honey harvested")
+    expect(text).to_contain_text("late August")
+    expect(text.get_by_role("link", name="Beekeeping").first).to_be_visible()
+    page.reload()
+    expect(_last_reply(page).get_by_test_id("assistant-text")).to_contain_text("late August")

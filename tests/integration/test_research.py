@@ -94,7 +94,7 @@ async def test_a_research_job_posts_a_report_with_sources_into_the_thread():
     queued = await _reply(owner, reply.id)
     assert queued.status == "streaming" and queued.details["research"]["job_id"] == job_id
 
-    worker = asyncio.create_task(run_worker(concurrency=2))
+    worker = asyncio.create_task(run_worker(concurrency=2, queues=[research.RESEARCH_QUEUE]))
     try:
         done = await _until(lambda: _finished(owner, reply.id), seconds=120)
     finally:
@@ -154,7 +154,7 @@ async def test_cancelling_research_keeps_what_was_found(monkeypatch):
             question="garden soil tomatoes planting",
         )
         await session.commit()
-    worker = asyncio.create_task(run_worker(concurrency=2))
+    worker = asyncio.create_task(run_worker(concurrency=2, queues=[research.RESEARCH_QUEUE]))
     try:
         await asyncio.wait_for(gate.wait(), 60)
         running = await _reply(owner, reply.id)
