@@ -438,3 +438,59 @@ async def test_a_killed_server_loses_at_most_the_last_second_and_the_reply_is_in
     await _wait(engine, owner, again.id)
     final = (await _messages(owner, conversation_id))[-1]
     assert (final.status, final.content) == ("complete", "Complete this time.")
+
+
+async def _stored_image(owner: uuid.UUID, tmp_path) -> uuid.UUID:
+    from carmenta.files import service as files_service
+    from tests import file_samples
+
+    file_id = uuid.uuid4()
+    source = tmp_path / "photo.png"
+    source.write_bytes(file_samples.png(size=(2400, 1600)))
+    key = files_service.key_of(owner, file_id)
+    await files_service.storage_for(get_settings()).put_file(
+        key=key, path=source, content_type="image/png"
+    )
+    async with session_scope() as session:
+        await session.execute(
+            text(
+                "insert into files (id, owner_id, storage_key, original_name, content_type,"
+                " kind, size_bytes, sha256, status) values (:id, :owner, :key, 'photo.png',"
+                " 'image/png', 'image', :size, 'x', 'ready')"
+            ),
+            {"id": file_id, "owner": owner, "key": key, "size": source.stat().st_size},
+        )
+        await session.commit()
+    return file_id
+
+
+async def test_an_attached_image_goes_to_a_vision_model_scaled_down(model_server, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    image_id = await _stored_image(owner, tmp_path)
+    model_server.state.script(ScriptedReply(text_chunks=["A red square."]))
+    engine = _model_engine(model_server, provider="openai")
+    before = len(model_server.state.requests)
+    _, reply = await engine.send(
+        owner_id=owner,
+        conversation_id=conversation_id,
+        content="What is in this picture?",
+        attachment_ids=[image_id],
+    )
+    await _wait(engine, owner, reply.id)
+    request = model_server.state.requests[before]
+    user_turn = [m for m in request.body["messages"] if m["role"] == "user"][-1]
+    images = [part for part in user_turn["content"] if part.get("type") == "image_url"]
+    assert len(images) == 1
+    data_url = images[0]["image_url"]["url"]
+    assert data_url.startswith("data:image/jpeg;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))
+    assert max(sent.size) <= 1568 and sent.size[0] > sent.size[1]
+    answer = (await _messages(owner, conversation_id))[-1]
+    assert answer.status == "complete"
+    assert answer.details["context"]["notices"] == []
