@@ -44,6 +44,10 @@ def clean_query(query: str) -> str:
     return " ".join(text_.split())[:MAX_QUERY_CHARS]
 
 
+_TRIGRAM_THRESHOLD_SQL = text(
+    "select set_config('pg_trgm.word_similarity_threshold', cast(:threshold as text), true)"
+)
+
 _SEARCH_SQL = text(
     """
     with q as (select websearch_to_tsquery('english', :query) as tsq),
@@ -55,11 +59,15 @@ _SEARCH_SQL = text(
            and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
     ),
     fuzzy_hits as (
+        -- Only titles and paths sharing trigrams with the query (found through the
+        -- trigram indexes) can pass the threshold; pg_trgm breaks words at '.' and '_',
+        -- so the path's text scores as its words would.
         select d.id,
                greatest(word_similarity(:query, d.title),
-                        word_similarity(:query, replace(d.path::text, '_', ' '))) as similarity
+                        word_similarity(:query, d.path::text)) as similarity
           from documents d
          where d.owner_id = :owner
+           and (:query <% d.title or :query <% (d.path::text))
            and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
     ),
     merged as (
@@ -109,6 +117,8 @@ async def search_documents(
             validate_path(subtree)
         except InvalidPath:
             return []
+    # `<%` admits what scores at least the setting; the strict threshold is applied after.
+    await session.execute(_TRIGRAM_THRESHOLD_SQL, {"threshold": TITLE_SIMILARITY_THRESHOLD})
     result = await session.execute(
         _SEARCH_SQL,
         {

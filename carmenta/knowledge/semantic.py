@@ -69,6 +69,26 @@ async def pending_chunks(*, session: AsyncSession, owner_id: uuid.UUID | None = 
     return result.scalar_one()
 
 
+_SEMANTIC_SQL = text(
+    """
+    with nearest as (
+        select c.document_id, c.content,
+               c.embedding <=> cast(:vector as vector) as distance
+          from document_chunks c
+          join documents d on d.id = c.document_id
+         where c.owner_id = :owner and c.embedding is not null
+           and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+         order by c.embedding <=> cast(:vector as vector)
+         limit :candidates
+    )
+    select distinct on (n.document_id) n.document_id, d.path::text as path,
+           d.title, n.content, n.distance
+      from nearest n join documents d on d.id = n.document_id
+     order by n.document_id, n.distance
+    """
+)
+
+
 @dataclass(frozen=True)
 class SemanticHit:
     id: uuid.UUID
@@ -91,24 +111,7 @@ async def semantic_search(
         validate_path(subtree)
     rows = (
         await session.execute(
-            text(
-                """
-                with nearest as (
-                    select c.document_id, c.content,
-                           c.embedding <=> cast(:vector as vector) as distance
-                      from document_chunks c
-                      join documents d on d.id = c.document_id
-                     where c.owner_id = :owner and c.embedding is not null
-                       and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
-                     order by c.embedding <=> cast(:vector as vector)
-                     limit :candidates
-                )
-                select distinct on (n.document_id) n.document_id, d.path::text as path,
-                       d.title, n.content, n.distance
-                  from nearest n join documents d on d.id = n.document_id
-                 order by n.document_id, n.distance
-                """
-            ),
+            _SEMANTIC_SQL,
             {
                 "vector": _vector_literal(query_vector),
                 "owner": owner_id,

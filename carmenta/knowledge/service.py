@@ -156,6 +156,14 @@ async def get_by_path(
     )
 
 
+_LIST_TREE_SQL = text(
+    "select id, path::text as path, title, content, source, created_at, updated_at"
+    " from documents where owner_id = :owner"
+    " and (cast(:root as ltree) is null or path <@ cast(:root as ltree))"
+    " order by path"
+)
+
+
 async def list_tree(
     *, session: AsyncSession, owner_id: uuid.UUID, root: str | None = None
 ) -> list[DocumentView]:
@@ -163,15 +171,7 @@ async def list_tree(
     if root is not None:
         validate_path(root)
     # A NULL root means the whole tree; the planner drops the always-true branch.
-    result = await session.execute(
-        text(
-            "select id, path::text as path, title, content, source, created_at, updated_at"
-            " from documents where owner_id = :owner"
-            " and (cast(:root as ltree) is null or path <@ cast(:root as ltree))"
-            " order by path"
-        ),
-        {"owner": owner_id, "root": root},
-    )
+    result = await session.execute(_LIST_TREE_SQL, {"owner": owner_id, "root": root})
     return [_view(row) for row in result.all()]
 
 
