@@ -62,7 +62,7 @@ from carmenta.knowledge.service import split_into_chunks  # noqa: E402
 
 SERVER_DIR = ROOT / ".data" / "bench" / "postgres"
 # Part of the cache key: a change to how data is generated makes a new database.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 BATCH_DOCUMENTS = 5_000
 TARGETS_MS = {"full-text": 50.0, "hybrid": 80.0, "subtree": 10.0}
 MAX_OVERHEAD = 0.30
@@ -484,6 +484,7 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
     from carmenta.knowledge import service as service_module
     from carmenta.knowledge.search import (
         MAX_LIMIT,
+        MAX_RANKED_CANDIDATES,
         SIMILARITY_WEIGHT,
         TITLE_SIMILARITY_THRESHOLD,
         clean_query,
@@ -501,6 +502,7 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
     threshold_sql = bare_sql(search_module._TRIGRAM_THRESHOLD_SQL)
     search_sql = bare_sql(search_module._SEARCH_SQL)
     semantic_sql = bare_sql(semantic_module._SEMANTIC_SQL)
+    hnsw_sql = bare_sql(semantic_module._HNSW_SCAN_SQL)
     list_sql = bare_sql(service_module._LIST_TREE_SQL)
 
     async def one_user(label: str, owner: uuid.UUID, topics: list[int]) -> None:
@@ -524,6 +526,7 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
 
         def semantic_statements(vector: np.ndarray) -> list[tuple[str, dict]]:
             return [
+                (hnsw_sql, {"ef_search": 80}),
                 (
                     semantic_sql,
                     {
@@ -532,7 +535,7 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
                         "subtree": None,
                         "candidates": 80,
                     },
-                )
+                ),
             ]
 
         def search_params(text: str, limit: int) -> dict:
@@ -543,6 +546,7 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
                 "threshold": TITLE_SIMILARITY_THRESHOLD,
                 "weight": SIMILARITY_WEIGHT,
                 "limit": max(1, min(limit, MAX_LIMIT)),
+                "candidates": MAX_RANKED_CANDIDATES,
             }
 
         async def fts_service(text: str) -> int:

@@ -1,15 +1,19 @@
 """Synthetic English knowledge bases for bench/knowledge.py: text, trees, vectors, queries.
 
-Documents are built from a vocabulary in topical clusters (gardening, finance, travel...)
-with Zipf-distributed word choice, so a query word matches a realistic share of a
-user's documents: common topic words hit thousands, rare ones a handful. Vectors are
+Documents mix function words, a long tail of ~20,000 English words (the embedding
+model's own WordPiece vocabulary, roughly in frequency order, drawn Zipf-wise) and the
+words of their topic (gardening, finance, travel...), each document using only a few of
+its topic's words. So a query word matches a realistic share of a user's documents:
+a topic's main word hits thousands, a rarer word or a pair of words far fewer. Vectors are
 synthetic: unit vectors drawn around one centroid per topic, as real embeddings of
 texts about one subject cluster; queries' vectors come from the same distribution.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,6 +152,15 @@ TOPIC_NAMES = list(TOPICS)
 TOPIC_WORDS = _topic_words()
 
 
+def _english_vocabulary() -> list[str]:
+    """Whole lowercase words of the local model's vocabulary, most frequent first."""
+    from carmenta.knowledge.embeddings import local_model_dir
+
+    vocab = json.loads((local_model_dir() / "tokenizer.json").read_text())["model"]["vocab"]
+    ordered = sorted(vocab.items(), key=lambda item: item[1])
+    return [token for token, _ in ordered if re.fullmatch(r"[a-z]{4,14}", token)]
+
+
 def _zipf_cdf(size: int, exponent: float = 1.05) -> np.ndarray:
     weights = 1.0 / np.arange(1, size + 1) ** exponent
     return np.cumsum(weights) / weights.sum()
@@ -173,26 +186,37 @@ class Corpus:
         self.topic_arrays = [np.array(words, dtype=object) for words in TOPIC_WORDS]
         self.topic_cdfs = [_zipf_cdf(len(words)) for words in TOPIC_WORDS]
         self.names = np.array(PEOPLE + PLACES, dtype=object)
+        self.english = np.array(_english_vocabulary(), dtype=object)
+        self.english_cdf = _zipf_cdf(len(self.english), 1.0)
         # Centroids far apart, as unrelated subjects are in embedding space.
         centroids = self.rng.standard_normal((len(TOPICS), DIMENSIONS)).astype(np.float32)
         self.centroids = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
 
     # --- text -------------------------------------------------------------------------
 
+    def _focus(self, topic: int, size: int) -> np.ndarray:
+        """A few of the topic's words, the topic's main words more often than the rest."""
+        words = self.topic_arrays[topic]
+        weights = np.diff(self.topic_cdfs[topic], prepend=0.0)
+        size = min(size, len(words))
+        return words[self.rng.choice(len(words), size=size, replace=False, p=weights)]
+
     def _words(self, count: int, topic: int, second: int) -> list[str]:
-        kind = np.searchsorted(np.array([0.5, 0.86, 0.97, 1.0]), self.rng.random(count))
+        kind = np.searchsorted(np.array([0.45, 0.75, 0.93, 0.98, 1.0]), self.rng.random(count))
         draws = self.rng.random(count)
         out = np.empty(count, dtype=object)
         mask = kind == 0
         out[mask] = self.common[np.searchsorted(self.common_cdf, draws[mask])]
-        for which, topic_index in ((1, topic), (2, second)):
+        mask = kind == 1
+        index = np.minimum(np.searchsorted(self.english_cdf, draws[mask]), len(self.english) - 1)
+        out[mask] = self.english[index]
+        for which, focus in (
+            (2, self._focus(topic, self.py_rng.randint(6, 10))),
+            (3, self._focus(second, self.py_rng.randint(2, 5))),
+        ):
             mask = kind == which
-            words = self.topic_arrays[topic_index]
-            index = np.minimum(
-                np.searchsorted(self.topic_cdfs[topic_index], draws[mask]), len(words) - 1
-            )
-            out[mask] = words[index]
-        mask = kind == 3
+            out[mask] = focus[(draws[mask] * len(focus)).astype(int)]
+        mask = kind == 4
         out[mask] = self.names[(draws[mask] * len(self.names)).astype(int)]
         return out.tolist()
 
@@ -220,9 +244,14 @@ class Corpus:
         return f"# {title}\n\n" + "\n\n".join(paragraphs)
 
     def title(self, *, topic: int) -> str:
-        words = self._words(self.py_rng.randint(2, 4), topic, topic)
+        topic_words = self.topic_arrays[topic]
+        words = [
+            str(topic_words[min(int(self.rng.zipf(1.3)) - 1, len(topic_words) - 1)]),
+            str(self.english[self.py_rng.randrange(300, 6000)]),
+        ]
         if self.py_rng.random() < 0.5:
-            words = [self.topic_arrays[topic][self.py_rng.randrange(12)], *words[:2]]
+            words.append(str(topic_words[self.py_rng.randrange(len(topic_words))]))
+        self.py_rng.shuffle(words)
         if self.py_rng.random() < 0.15:
             words.append(str(self.names[self.py_rng.randrange(len(self.names))]))
         if self.py_rng.random() < 0.2:

@@ -24,6 +24,9 @@ MAX_LIMIT = 100
 TITLE_SIMILARITY_THRESHOLD = 0.45
 # A typo match counts for less than a full-text match of the same strength.
 SIMILARITY_WEIGHT = 0.5
+# Most matches ranked per search, full-text and typo each: bounds the time a very
+# common word takes (ranking reads each match's whole search vector).
+MAX_RANKED_CANDIDATES = 1000
 
 
 @dataclass(frozen=True)
@@ -51,30 +54,40 @@ _TRIGRAM_THRESHOLD_SQL = text(
 _SEARCH_SQL = text(
     """
     with q as (select websearch_to_tsquery('english', :query) as tsq),
-    text_hits as (
-        select d.id, ts_rank_cd(d.search_vector, q.tsq, 32) as rank
+    -- A word found in thousands of documents would have every one of them ranked; the
+    -- first :candidates matches are ranked instead, together with every title or path
+    -- that looks like the query, so strong title matches are never left out.
+    text_matches as (
+        select d.id
           from documents d, q
          where d.owner_id = :owner
            and d.search_vector @@ q.tsq
            and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+         limit :candidates
     ),
     fuzzy_hits as (
         -- Only titles and paths sharing trigrams with the query (found through the
         -- trigram indexes) can pass the threshold; pg_trgm breaks words at '.' and '_',
         -- so the path's text scores as its words would.
-        select d.id,
-               greatest(word_similarity(:query, d.title),
-                        word_similarity(:query, d.path::text)) as similarity
-          from documents d
-         where d.owner_id = :owner
-           and (:query <% d.title or :query <% (d.path::text))
-           and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+        select id, similarity
+          from (select d.id,
+                       greatest(word_similarity(:query, d.title),
+                                word_similarity(:query, d.path::text)) as similarity
+                  from documents d
+                 where d.owner_id = :owner
+                   and (:query <% d.title or :query <% (d.path::text))
+                   and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+                 limit :candidates) candidates
+         where similarity > :threshold
     ),
     merged as (
-        select coalesce(t.id, f.id) as id, t.rank, f.similarity
-          from text_hits t
-          full join (select * from fuzzy_hits where similarity > :threshold) f
-            on f.id = t.id
+        select d.id,
+               case when d.search_vector @@ q.tsq
+                    then ts_rank_cd(d.search_vector, q.tsq, 32) end as rank,
+               f.similarity
+          from (select id from text_matches union select id from fuzzy_hits) c
+          join documents d on d.id = c.id
+          left join fuzzy_hits f on f.id = c.id, q
     ),
     ranked as (
         select m.id,
@@ -128,6 +141,7 @@ async def search_documents(
             "threshold": TITLE_SIMILARITY_THRESHOLD,
             "weight": SIMILARITY_WEIGHT,
             "limit": max(1, min(limit, MAX_LIMIT)),
+            "candidates": MAX_RANKED_CANDIDATES,
         },
     )
     return [

@@ -89,6 +89,18 @@ _SEMANTIC_SQL = text(
 )
 
 
+# The HNSW index spans every user's chunks: a plain index scan stops after ef_search
+# neighbours, most of them other users', and would return too few. Iterative scanning
+# keeps walking the graph until enough of the owner's chunks are found, in exact order.
+_HNSW_SCAN_SQL = text(
+    "select set_config('hnsw.iterative_scan', 'strict_order', true),"
+    " set_config('hnsw.ef_search', cast(:ef_search as text), true)"
+)
+# pgvector's bounds for hnsw.ef_search.
+MIN_EF_SEARCH = 40
+MAX_EF_SEARCH = 1000
+
+
 @dataclass(frozen=True)
 class SemanticHit:
     id: uuid.UUID
@@ -109,6 +121,10 @@ async def semantic_search(
     """The owner's documents whose closest chunk is nearest the query, best first."""
     if subtree is not None:
         validate_path(subtree)
+    candidates = limit * 4
+    await session.execute(
+        _HNSW_SCAN_SQL, {"ef_search": min(max(candidates, MIN_EF_SEARCH), MAX_EF_SEARCH)}
+    )
     rows = (
         await session.execute(
             _SEMANTIC_SQL,
@@ -116,7 +132,7 @@ async def semantic_search(
                 "vector": _vector_literal(query_vector),
                 "owner": owner_id,
                 "subtree": subtree,
-                "candidates": limit * 4,
+                "candidates": candidates,
             },
         )
     ).all()
