@@ -584,7 +584,9 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
 
         async def list_bare(root: str) -> int:
             async with bare.transaction():
-                cursor = await bare.execute(list_sql, {"owner": owner, "root": root})
+                cursor = await bare.execute(
+                    list_sql, {"owner": owner, "root": root, "root_end": root + "0"}
+                )
                 return len(await cursor.fetchall())
 
         if explain:
@@ -594,7 +596,12 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
                     await _explain(bare, search_sql, search_params(text, 20), f"full-text {text!r}")
                 for statement, params in semantic_statements(vectors[0]):
                     await _explain(bare, statement, params, "semantic")
-                await _explain(bare, list_sql, {"owner": owner, "root": roots[0]}, "subtree")
+                await _explain(
+                    bare,
+                    list_sql,
+                    {"owner": owner, "root": roots[0], "root_end": roots[0] + "0"},
+                    "subtree",
+                )
 
         # Warm the pool, the caches and the planner before timing anything.
         for text, _ in cleaned[:10]:

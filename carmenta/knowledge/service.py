@@ -156,12 +156,21 @@ async def get_by_path(
     )
 
 
+# A subtree is one contiguous range of the (owner_id, path) index: `root` itself, then
+# its descendants, all sorting before `root` with "0" appended to its last label (labels
+# hold [a-z0-9_], and a longer label sorts after its prefix). The range walks only the
+# subtree, in order; `<@` keeps the condition exact.
 _LIST_TREE_SQL = text(
     "select id, path::text as path, title, content, source, created_at, updated_at"
     " from documents where owner_id = :owner"
-    " and (cast(:root as ltree) is null or path <@ cast(:root as ltree))"
+    " and (cast(:root as ltree) is null or (path <@ cast(:root as ltree)"
+    " and path >= cast(:root as ltree) and path < cast(:root_end as ltree)))"
     " order by path"
 )
+
+
+def _subtree_end(root: str) -> str:
+    return root + "0"
 
 
 async def list_tree(
@@ -171,7 +180,14 @@ async def list_tree(
     if root is not None:
         validate_path(root)
     # A NULL root means the whole tree; the planner drops the always-true branch.
-    result = await session.execute(_LIST_TREE_SQL, {"owner": owner_id, "root": root})
+    result = await session.execute(
+        _LIST_TREE_SQL,
+        {
+            "owner": owner_id,
+            "root": root,
+            "root_end": _subtree_end(root) if root is not None else None,
+        },
+    )
     return [_view(row) for row in result.all()]
 
 
