@@ -303,6 +303,8 @@ def build(server, params: Params, rebuild: bool) -> Dataset:
             if row is not None:
                 meta = row[0]
                 log(f"dataset {name} already built ({meta['built_at']}); --rebuild to redo")
+                # Migrations added since the build (index changes) apply to it as well.
+                upgrade_to_head(url)
                 return Dataset(
                     url=url,
                     big_user=uuid.UUID(meta["big_user"]),
