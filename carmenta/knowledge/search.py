@@ -26,7 +26,7 @@ TITLE_SIMILARITY_THRESHOLD = 0.45
 SIMILARITY_WEIGHT = 0.5
 # Most matches ranked per search, full-text and typo each: bounds the time a very
 # common word takes (ranking reads each match's whole search vector).
-MAX_RANKED_CANDIDATES = 1000
+MAX_RANKED_CANDIDATES = 200
 
 
 @dataclass(frozen=True)
