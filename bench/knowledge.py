@@ -528,7 +528,7 @@ async def measure(dataset: Dataset, query_count: int, explain: bool) -> list[dic
 
         def semantic_statements(vector: np.ndarray) -> list[tuple[str, dict]]:
             return [
-                (hnsw_sql, {"ef_search": 80}),
+                (hnsw_sql, {}),
                 (
                     semantic_sql,
                     {

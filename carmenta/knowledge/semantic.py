@@ -93,13 +93,7 @@ _SEMANTIC_SQL = text(
 # neighbours, most of them other users', and would return too few. Iterative scanning
 # keeps walking the graph until enough of the owner's chunks are found. Relaxed order
 # is much faster than strict and loses nothing here: candidates are re-sorted below.
-_HNSW_SCAN_SQL = text(
-    "select set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('hnsw.ef_search', cast(:ef_search as text), true)"
-)
-# pgvector's bounds for hnsw.ef_search.
-MIN_EF_SEARCH = 40
-MAX_EF_SEARCH = 1000
+_HNSW_SCAN_SQL = text("select set_config('hnsw.iterative_scan', 'relaxed_order', true)")
 
 
 @dataclass(frozen=True)
@@ -123,9 +117,7 @@ async def semantic_search(
     if subtree is not None:
         validate_path(subtree)
     candidates = limit * 4
-    await session.execute(
-        _HNSW_SCAN_SQL, {"ef_search": min(max(candidates, MIN_EF_SEARCH), MAX_EF_SEARCH)}
-    )
+    await session.execute(_HNSW_SCAN_SQL)
     rows = (
         await session.execute(
             _SEMANTIC_SQL,
