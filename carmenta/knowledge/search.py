@@ -55,8 +55,9 @@ _SEARCH_SQL = text(
     """
     with q as (select websearch_to_tsquery('english', :query) as tsq),
     -- A word found in thousands of documents would have every one of them ranked; the
-    -- first :candidates matches are ranked instead, together with every title or path
-    -- that looks like the query, so strong title matches are never left out.
+    -- first :candidates matches are ranked instead, together with up to :candidates
+    -- titles or paths that look like the query (each ranked in full), so a title
+    -- naming the query is not lost among them. Below the caps nothing changes.
     text_matches as (
         select d.id
           from documents d, q
