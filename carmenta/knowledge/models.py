@@ -59,10 +59,12 @@ class Document(SQLModel, table=True):
         ),
         Index("uq_documents_owner_path", "owner_id", "path", unique=True),
         Index("ix_documents_path_gist", "path", postgresql_using="gist"),
-        Index("ix_documents_search_vector", "search_vector", postgresql_using="gin"),
+        # GIN indexes lead with the owner (btree_gin), so a search reads one user's entries.
+        Index("ix_documents_search_vector", "owner_id", "search_vector", postgresql_using="gin"),
         # Trigram index: a misspelt title still finds its document.
         Index(
             "ix_documents_title_trgm",
+            "owner_id",
             "title",
             postgresql_using="gin",
             postgresql_ops={"title": "gin_trgm_ops"},
@@ -110,6 +112,7 @@ class DocumentLink(SQLModel, table=True):
 # Paths are matched as text too, so a misspelt label still finds its document.
 Index(
     "ix_documents_path_text_trgm",
+    Document.__table__.c.owner_id,  # type: ignore[attr-defined]
     cast(Document.__table__.c.path, Text).label("path_text"),  # type: ignore[attr-defined]
     postgresql_using="gin",
     postgresql_ops={"path_text": "gin_trgm_ops"},

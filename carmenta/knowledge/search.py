@@ -24,6 +24,9 @@ MAX_LIMIT = 100
 TITLE_SIMILARITY_THRESHOLD = 0.45
 # A typo match counts for less than a full-text match of the same strength.
 SIMILARITY_WEIGHT = 0.5
+# Most matches ranked per search, full-text and typo each: bounds the time a very
+# common word takes (ranking reads each match's whole search vector).
+MAX_RANKED_CANDIDATES = 200
 
 
 @dataclass(frozen=True)
@@ -44,29 +47,48 @@ def clean_query(query: str) -> str:
     return " ".join(text_.split())[:MAX_QUERY_CHARS]
 
 
+_TRIGRAM_THRESHOLD_SQL = text(
+    "select set_config('pg_trgm.word_similarity_threshold', cast(:threshold as text), true)"
+)
+
 _SEARCH_SQL = text(
     """
     with q as (select websearch_to_tsquery('english', :query) as tsq),
-    text_hits as (
-        select d.id, ts_rank_cd(d.search_vector, q.tsq, 32) as rank
+    -- A word found in thousands of documents would have every one of them ranked; the
+    -- first :candidates matches are ranked instead, together with up to :candidates
+    -- titles or paths that look like the query (each ranked in full), so a title
+    -- naming the query is not lost among them. Below the caps nothing changes.
+    text_matches as (
+        select d.id
           from documents d, q
          where d.owner_id = :owner
            and d.search_vector @@ q.tsq
            and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+         limit :candidates
     ),
     fuzzy_hits as (
-        select d.id,
-               greatest(word_similarity(:query, d.title),
-                        word_similarity(:query, replace(d.path::text, '_', ' '))) as similarity
-          from documents d
-         where d.owner_id = :owner
-           and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+        -- Only titles and paths sharing trigrams with the query (found through the
+        -- trigram indexes) can pass the threshold; pg_trgm breaks words at '.' and '_',
+        -- so the path's text scores as its words would.
+        select id, similarity
+          from (select d.id,
+                       greatest(word_similarity(:query, d.title),
+                                word_similarity(:query, d.path::text)) as similarity
+                  from documents d
+                 where d.owner_id = :owner
+                   and (:query <% d.title or :query <% (d.path::text))
+                   and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
+                 limit :candidates) candidates
+         where similarity > :threshold
     ),
     merged as (
-        select coalesce(t.id, f.id) as id, t.rank, f.similarity
-          from text_hits t
-          full join (select * from fuzzy_hits where similarity > :threshold) f
-            on f.id = t.id
+        select d.id,
+               case when d.search_vector @@ q.tsq
+                    then ts_rank_cd(d.search_vector, q.tsq, 32) end as rank,
+               f.similarity
+          from (select id from text_matches union select id from fuzzy_hits) c
+          join documents d on d.id = c.id
+          left join fuzzy_hits f on f.id = c.id, q
     ),
     ranked as (
         select m.id,
@@ -109,6 +131,8 @@ async def search_documents(
             validate_path(subtree)
         except InvalidPath:
             return []
+    # `<%` admits what scores at least the setting; the strict threshold is applied after.
+    await session.execute(_TRIGRAM_THRESHOLD_SQL, {"threshold": TITLE_SIMILARITY_THRESHOLD})
     result = await session.execute(
         _SEARCH_SQL,
         {
@@ -118,6 +142,7 @@ async def search_documents(
             "threshold": TITLE_SIMILARITY_THRESHOLD,
             "weight": SIMILARITY_WEIGHT,
             "limit": max(1, min(limit, MAX_LIMIT)),
+            "candidates": MAX_RANKED_CANDIDATES,
         },
     )
     return [

@@ -171,6 +171,25 @@ async def get_by_path(
     )
 
 
+# A subtree is one contiguous range of the (owner_id, path) index: `root` itself, then
+# its descendants, all sorting before `root` with "0" appended to its last label (labels
+# hold [a-z0-9_], and a longer label sorts after its prefix). The prefix test keeps the
+# condition exact; it is written without `<@` so that the planner walks this one
+# owner's range rather than the path index, which holds every user's look-alike paths.
+_LIST_TREE_SQL = text(
+    "select id, path::text as path, title, content, source, created_at, updated_at"
+    " from documents where owner_id = :owner"
+    " and (cast(:root as ltree) is null or (path >= cast(:root as ltree)"
+    " and path < cast(:root_end as ltree)"
+    " and subpath(path, 0, nlevel(cast(:root as ltree))) = cast(:root as ltree)))"
+    " order by path"
+)
+
+
+def _subtree_end(root: str) -> str:
+    return root + "0"
+
+
 async def list_tree(
     *, session: AsyncSession, owner_id: uuid.UUID, root: str | None = None
 ) -> list[DocumentView]:
@@ -179,13 +198,12 @@ async def list_tree(
         validate_path(root)
     # A NULL root means the whole tree; the planner drops the always-true branch.
     result = await session.execute(
-        text(
-            "select id, path::text as path, title, content, source, created_at, updated_at"
-            " from documents where owner_id = :owner"
-            " and (cast(:root as ltree) is null or path <@ cast(:root as ltree))"
-            " order by path"
-        ),
-        {"owner": owner_id, "root": root},
+        _LIST_TREE_SQL,
+        {
+            "owner": owner_id,
+            "root": root,
+            "root_end": _subtree_end(root) if root is not None else None,
+        },
     )
     return [_view(row) for row in result.all()]
 

@@ -165,6 +165,37 @@ async def test_moving_a_subtree_moves_its_descendants(session):
     assert (await get_document(session=session, owner_id=owner, document_id=beds.id)).depth == 4
 
 
+async def test_a_subtree_listing_holds_its_descendants_and_no_look_alike_siblings(session):
+    owner = await _user(session)
+    for parent, title in (
+        (None, "Garden"),
+        ("knowledge.garden", "Beds"),
+        ("knowledge.garden.beds", "Tomatoes"),
+        ("knowledge.garden", "Zucchini"),
+        (None, "Garden 2"),  # knowledge.garden_2
+        (None, "Garden0"),
+        (None, "Gardens"),
+        (None, "Garde"),
+        ("knowledge.garde", "Notes"),
+    ):
+        await create_document(session=session, owner_id=owner, parent_path=parent, title=title)
+    assert await _paths(session, owner, root="knowledge.garden") == [
+        "knowledge.garden",
+        "knowledge.garden.beds",
+        "knowledge.garden.beds.tomatoes",
+        "knowledge.garden.zucchini",
+    ]
+    assert await _paths(session, owner, root="knowledge.garde") == [
+        "knowledge.garde",
+        "knowledge.garde.notes",
+    ]
+    assert await _paths(session, owner, root="knowledge.garden.beds.tomatoes") == [
+        "knowledge.garden.beds.tomatoes"
+    ]
+    assert await _paths(session, owner, root="knowledge.garden0") == ["knowledge.garden0"]
+    assert len(await _paths(session, owner, root="knowledge")) == 9
+
+
 async def test_moves_under_itself_or_onto_another_document_are_refused(session):
     owner = await _user(session)
     projects, garden, beds = await _tree(session, owner)
