@@ -5,8 +5,8 @@ search for one user collected every user's matches and filtered them afterwards;
 a million documents that is most of the work. With btree_gin the owner's id is a key of
 the same index, and GIN skips straight to the owner's entries.
 
-Revision ID: 0011
-Revises: 0006
+Revision ID: 0013
+Revises: 0010
 Create Date: 2026-11-28 03:35:00.000000+00:00
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0006"
+revision: str = "0013"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
