@@ -75,4 +75,9 @@ def pytest_collection_modifyitems(config, items):
         parts = item.path.relative_to(config.rootpath).parts
         return _LAYER_ORDER.get(parts[1] if len(parts) > 1 else "", 1)
 
-    items.sort(key=layer)
+    # A test that starts its own app rebuilds the interface for its own port, which
+    # the shared e2e app would then serve: those run after every other test.
+    def order(item) -> tuple[int, int]:
+        return layer(item), 1 if item.get_closest_marker("own_app") else 0
+
+    items.sort(key=order)

@@ -203,3 +203,41 @@ def test_research_runs_as_a_job_and_posts_its_report(page: Page, app_server, acc
     expect(text.get_by_role("link", name="Beekeeping").first).to_be_visible()
     page.reload()
     expect(_last_reply(page).get_by_test_id("assistant-text")).to_contain_text("late August")
+
+
+def test_a_long_paste_and_a_dropped_file_become_attachments(page: Page):
+    page.goto("/")
+    box = page.get_by_test_id("composer-input")
+    expect(box).to_be_visible()
+    long_text = "The quarterly figures. " * 300
+    box.focus()
+    box.evaluate(
+        """(element, text) => {
+            const data = new DataTransfer();
+            data.setData("text/plain", text);
+            element.dispatchEvent(new ClipboardEvent("paste", {
+                clipboardData: data, bubbles: true, cancelable: true,
+            }));
+        }""",
+        long_text,
+    )
+    chips = page.get_by_test_id("attachment-chip")
+    expect(chips.filter(has_text="pasted text.txt")).to_be_visible()
+    # The text went into the file, not into the box.
+    expect(box).to_have_value("")
+
+    page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(["Dropped notes about the harbour."], "dropped.txt",
+                                    { type: "text/plain" }));
+            const target = document.querySelector("[data-testid=thread]")
+                || document.querySelector("main");
+            target.dispatchEvent(new DragEvent("dragover", {
+                dataTransfer: data, bubbles: true, cancelable: true }));
+            target.dispatchEvent(new DragEvent("drop", {
+                dataTransfer: data, bubbles: true, cancelable: true }));
+        }"""
+    )
+    expect(chips.filter(has_text="dropped.txt")).to_be_visible()
+    expect(chips).to_have_count(2)

@@ -12,8 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from carmenta.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.own_app
 
 
 def _free_port() -> int:
