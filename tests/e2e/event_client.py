@@ -22,11 +22,13 @@ async def call_handler(
     cookie: str | None = None,
     path: str = "/account",
     timeout: float = 15.0,
+    token: str | None = None,
 ) -> list[dict[str, Any]]:
     """Send one event to `handler` (a full Reflex event name); return every update.
 
     Updates carry no end marker, so the call ends once the server has been quiet for
-    QUIET_SECONDS after its first update.
+    QUIET_SECONDS after its first update. `token` is the browser tab's state token
+    (a fresh one unless given): the same token is the same page state.
     """
     client = socketio.AsyncClient(reconnection=False)
     updates: list[dict[str, Any]] = []
@@ -39,7 +41,7 @@ async def call_handler(
 
     headers = {"Cookie": cookie} if cookie else {}
     await client.connect(
-        f"{base_url}?token={uuid.uuid4()}",
+        f"{base_url}?token={token or uuid.uuid4()}",
         socketio_path=NAMESPACE,
         namespaces=[NAMESPACE],
         transports=["websocket"],
