@@ -397,7 +397,8 @@ class ChatEngine:
 
     async def shutdown(self) -> int:
         """The server is stopping: no new reply starts, those in flight are saved as
-        interrupted (their text kept) so another instance can show and regenerate them."""
+        interrupted (their text kept) so another instance can show and regenerate them.
+        Returns how many replies were in flight."""
         self.stop_accepting()
         ids: list[uuid.UUID] = []
         # A send that passed the check just before may launch while we wait: loop.
@@ -414,10 +415,11 @@ class ChatEngine:
                 self._live.pop(live.message_id, None)
         if not ids:
             return 0
+        # Writers save their own text as interrupted; this catches any that could not.
         async with session_scope() as session:
-            count = await conversations.mark_replies_interrupted(session=session, message_ids=ids)
+            await conversations.mark_replies_interrupted(session=session, message_ids=ids)
             await session.commit()
-        return count
+        return len(ids)
 
     # -- the reply task -----------------------------------------------------------------
 

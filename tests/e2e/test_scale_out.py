@@ -115,6 +115,24 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+def _sign_in_codes(updates: list[dict]) -> list[str]:
+    # The page is told to trade a one-time code for its cookie at /auth/session.
+    return [
+        match.group(1)
+        for text in _strings(updates)
+        if (match := re.search(r'code: "([^"]+)"', text))
+    ]
+
+
+def _assistant_states(updates: list[dict]) -> list[tuple[str, str]]:
+    """(status, content) of the last assistant message, as each update showed it."""
+    return [
+        (thread[-1]["status"], thread[-1]["content"])
+        for thread in _values_sent(updates, "messages")
+        if thread and thread[-1]["role"] == "assistant"
+    ]
+
+
 def _proxy_port() -> int:
     import socket
 
@@ -225,12 +243,10 @@ def person(cluster) -> Person:
             }
         },
         path="/sign-up",
+        timeout=60,
+        until=lambda updates: bool(_sign_in_codes(updates)),
     )
-    codes = [
-        match.group(1)
-        for text in _strings(updates)
-        if (match := re.search(r'code: "([^"]+)"', text))
-    ]
+    codes = _sign_in_codes(updates)
     assert codes, f"sign-up answered no sign-in code: {json.dumps(updates)[:2000]}"
     response = httpx.post(
         f"{b.url}/auth/session",
@@ -310,13 +326,10 @@ def test_a_reply_streamed_by_one_instance_is_followed_and_complete_on_the_other(
         payload={},
         cookie=person.cookie,
         path=f"/chat/{conversation_id}",
-        timeout=30,
+        timeout=60,
+        until=lambda updates: any(s == "complete" for s, _ in _assistant_states(updates)),
     )
-    seen = [
-        (thread[-1]["status"], thread[-1]["content"])
-        for thread in _values_sent(on_b, "messages")
-        if thread and thread[-1]["role"] == "assistant"
-    ]
+    seen = _assistant_states(on_b)
     expected = "".join(echo_words(text))
     assert ("complete", expected) in seen
     assert any(status == "streaming" and expected.startswith(content) for status, content in seen)
