@@ -37,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.db import sqlalchemy_url
 from carmenta.jobs import service as jobs_service
+from carmenta.memory import tasks as memory_tasks
 from carmenta.settings import PROJECT_ROOT
 from carmenta.state.auth_forms import SignUpState
 from carmenta.state.chat import ChatState
@@ -348,17 +349,22 @@ def test_a_reply_streamed_by_one_instance_is_followed_and_complete_on_the_other(
     assert again is not None and (again["status"], again["content"]) == ("complete", expected)
 
 
-async def _enqueue_purges(database_url: str, count: int) -> list[int]:
+async def _enqueue_extractions(database_url: str, count: int) -> list[int]:
+    """Jobs anyone may queue many of: exchanges that do not exist are skipped quickly."""
     engine = create_async_engine(sqlalchemy_url(database_url))
     try:
         async with AsyncSession(engine) as session:
             ids = [
                 await jobs_service.enqueue(
-                    task_name="maintenance.purge_expired_oauth_states",
-                    task_kwargs={"timestamp": int(time.time()) + n},
+                    task_name=memory_tasks.EXTRACT_TASK,
+                    task_kwargs={
+                        "owner_id": str(uuid.uuid4()),
+                        "user_message_id": str(uuid.uuid4()),
+                        "assistant_message_id": str(uuid.uuid4()),
+                    },
                     session=session,
                 )
-                for n in range(count)
+                for _ in range(count)
             ]
             await session.commit()
             return ids
@@ -371,7 +377,9 @@ def test_jobs_enqueued_are_each_done_exactly_once_by_the_two_workers(cluster, pe
     # A job the app itself enqueues: memory extraction after a complete exchange on A.
     conversation_id = _send_new_conversation(a, person, "I live in Lisbon and like tea.")
     with ThreadPoolExecutor(max_workers=1) as pool:
-        purge_ids = pool.submit(asyncio.run, _enqueue_purges(cluster.database_url, 20)).result()
+        queued_ids = pool.submit(
+            asyncio.run, _enqueue_extractions(cluster.database_url, 20)
+        ).result()
 
     deadline = time.monotonic() + 90
     with psycopg.connect(cluster.database_url, autocommit=True) as connection:
@@ -385,7 +393,7 @@ def test_jobs_enqueued_are_each_done_exactly_once_by_the_two_workers(cluster, pe
             statuses = dict(
                 connection.execute(
                     "select id, status::text from procrastinate_jobs where id = any(%s)",
-                    (purge_ids,),
+                    (queued_ids,),
                 ).fetchall()
             )
             finished = {"succeeded", "failed"}
@@ -398,7 +406,7 @@ def test_jobs_enqueued_are_each_done_exactly_once_by_the_two_workers(cluster, pe
                 break
             assert time.monotonic() < deadline, (reply_status, memory_jobs, statuses)
             time.sleep(0.3)
-        job_ids = [*purge_ids, *(job_id for job_id, _ in memory_jobs)]
+        job_ids = [*queued_ids, *(job_id for job_id, _ in memory_jobs)]
         starts = dict(
             connection.execute(
                 "select job_id, count(*) from procrastinate_events"
