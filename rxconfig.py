@@ -12,6 +12,9 @@ config = rx.Config(
     # The browser reaches the backend at the app's own address (one port serves both).
     api_url=get_settings().app_url,
     deploy_url=get_settings().app_url,
+    # Set: page state lives in Redis (Reflex picks its Redis state manager), so every
+    # instance behind the load balancer serves every person. Unset: this process only.
+    redis_url=get_settings().redis_url,
     plugins=[rx.plugins.RadixThemesPlugin(theme=APP_THEME)],
     disable_plugins=[rx.plugins.SitemapPlugin],
 )

@@ -1,12 +1,16 @@
 """The Reflex app: theme, pages, machine routes and the in-process job worker."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import reflex as rx
 
 from carmenta.api.routes import build_api
+from carmenta.chat import service as chat_service
 from carmenta.chat.lifespan import chat_lifespan
 from carmenta.components.layout import PAGES
 from carmenta.components.theme import GLOBAL_STYLE
-from carmenta.jobs.worker import inline_worker_lifespan
+from carmenta.jobs.worker import inline_worker_lifespan, stop_inline_worker
 from carmenta.pages import (  # noqa: F401  (registers the pages)
     account,
     chat,
@@ -38,3 +42,15 @@ app.add_page(not_found.not_found, route="/404", title="Not found · Carmenta")
 app.register_lifespan_task(inline_worker_lifespan)
 # Replies: interrupted ones recorded at start, ones in flight saved at shutdown.
 app.register_lifespan_task(chat_lifespan)
+
+
+@asynccontextmanager
+async def stop_taking_work() -> AsyncIterator[None]:
+    """On SIGTERM, before anything else winds down: no new reply, no new job."""
+    yield
+    chat_service.get_engine().stop_accepting()
+    stop_inline_worker()
+
+
+# Registered last so its exit runs first (lifespan exits run in reverse order).
+app.register_lifespan_task(stop_taking_work)

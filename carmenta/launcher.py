@@ -87,6 +87,45 @@ def check_database_reachable(url: str) -> None:
         ) from None
 
 
+def check_redis_reachable(url: str) -> None:
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except RedisError as error:
+        # The message names the server but never the password in the URL.
+        raise StartupError(
+            f"Cannot reach Redis at {describe_redis_url(url)} ({type(error).__name__}).\n"
+            "Check that it is running and that REDIS_URL is right, or unset REDIS_URL "
+            "to run a single instance."
+        ) from None
+    finally:
+        client.close()
+
+
+def describe_redis_url(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix socket {parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or 'localhost'}{port}{parts.path}"
+
+
+def warn_about_unshared_secrets(settings: Settings) -> None:
+    missing = settings.unshared_secrets()
+    if missing and not settings.is_production:
+        print(
+            "REDIS_URL is set, so other instances may serve the same people, but these "
+            "are generated in DATA_DIR/keys instead of set, and only instances sharing "
+            "DATA_DIR agree on them:\n" + "\n".join(f"  - {secret}" for secret in missing),
+            flush=True,
+        )
+
+
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
     """The database URL to use; starts the embedded server when none is configured."""
@@ -149,6 +188,9 @@ def serve(settings: Settings) -> None:
     # A document may be up to 1 MB of text; its websocket message needs room around it.
     environment.REFLEX_SOCKET_MAX_HTTP_BUFFER_SIZE.set(SOCKET_MESSAGE_LIMIT_BYTES)
     os.environ["REFLEX_API_URL"] = settings.app_url
+    # Reflex would start 2 x cores + 1 processes once Redis is set; each loads the
+    # embedding model and runs its own job worker, so the count is the operator's.
+    os.environ["GRANIAN_WORKERS"] = str(settings.web_workers)
 
     stop = threading.Event()
     announcer = threading.Thread(
@@ -171,6 +213,9 @@ def run() -> None:
     settings = load_settings()
     refuse_unsafe_production(settings)
     ensure_port_free(settings.bind_host, settings.port)
+    if settings.redis_url is not None:
+        check_redis_reachable(settings.redis_url)
+        warn_about_unshared_secrets(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with database(settings) as url:
         migrate(url)

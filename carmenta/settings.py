@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     job_worker_concurrency: int = Field(default=4, ge=1, le=64)
 
     log_level: str = "info"
+
+    # Several instances behind one load balancer share the page state through Redis
+    # (redis://, rediss:// or unix://). Unset: each process keeps its own.
+    redis_url: str | None = None
+    # Web server processes in this instance; more than one needs REDIS_URL.
+    web_workers: int = Field(default=1, ge=1, le=64)
 
     # Built-in accounts: the PEM RSA private key that signs session tokens. Unset in
     # development: a key is generated once and kept in DATA_DIR/keys.
@@ -189,6 +195,29 @@ class Settings(BaseSettings):
                 "e.g. postgresql://user:password@host:5432/carmenta"
             )
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_redis(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme = urlsplit(value.strip()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                "REDIS_URL must look like redis://host:6379/0 (or rediss://, unix://) "
+                f"(got a URL with scheme {scheme or 'none'!r})"
+            )
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _several_workers_need_redis(self) -> Settings:
+        if self.web_workers > 1 and self.redis_url is None:
+            raise ValueError(
+                "WEB_WORKERS above 1 needs REDIS_URL: without it each process keeps its "
+                "own page state and a person's events would land on processes that "
+                "do not know them"
+            )
+        return self
 
     @field_validator("anthropic_api_key", "openai_api_key", mode="before")
     @classmethod
@@ -331,6 +360,29 @@ class Settings(BaseSettings):
         return self.openai_api_key is not None or self.openai_base_url is not None
 
     @property
+    def shares_state(self) -> bool:
+        """Several instances (or web workers) serve the same people."""
+        return self.redis_url is not None
+
+    def unshared_secrets(self) -> list[str]:
+        """Secrets that, left unset, each instance would generate for itself.
+
+        With REDIS_URL set, people move between instances from one event to the next:
+        a session signed by one instance must verify on the others, a file URL one
+        signs must open on another, and credentials one encrypts must decrypt anywhere.
+        """
+        if not self.shares_state:
+            return []
+        missing: list[str] = []
+        if not self.uses_clerk and not self.session_signing_key:
+            missing.append("SESSION_SIGNING_KEY (sessions signed by one instance)")
+        if not self.encryption_keys:
+            missing.append("ENCRYPTION_KEYS (service credentials encrypted by one instance)")
+        if not self.uses_supabase_storage and not self.storage_url_secret:
+            missing.append("STORAGE_URL_SECRET (file links signed by one instance)")
+        return missing
+
+    @property
     def embedded_postgres_dir(self) -> Path:
         return self.data_dir / "postgres"
 
@@ -359,6 +411,11 @@ class Settings(BaseSettings):
             )
         elif not self.public_url.startswith("https://"):
             problems.append("PUBLIC_URL must use https:// in production")
+        if self.shares_state and not self.uses_supabase_storage and not self.storage_url_secret:
+            problems.append(
+                "REDIS_URL is set (several instances) but STORAGE_URL_SECRET is not: a file "
+                "link signed by one instance would not open on another"
+            )
         return problems
 
 

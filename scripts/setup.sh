@@ -88,3 +88,19 @@ if ! find_chromium >/dev/null; then
     touch "$VENV/.playwright-chromium"
   fi
 fi
+
+# Redis for the tests that run several app instances sharing their state: Debian's
+# package when missing (the tests start their own server on a free port).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "Installing Redis for the scale-out tests…"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null) \
+      || fail "installing redis-server with apt-get failed."
+    # The tests run their own server; the package's service is not needed.
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+      systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+  else
+    fail "redis-server is needed by the scale-out tests and could not be installed here. Install Redis 6 or newer (e.g. apt install redis-server) and try again."
+  fi
+fi

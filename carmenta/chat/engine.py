@@ -45,6 +45,7 @@ from carmenta.chat.titles import title_for
 from carmenta.conversations import service as conversations
 from carmenta.conversations.models import MessageStatus
 from carmenta.db import session_scope
+from carmenta.errors import CarmentaError
 from carmenta.knowledge.embeddings import Embedder, get_embedder
 from carmenta.settings import Settings, get_settings
 
@@ -57,6 +58,16 @@ ATTACHMENT_WAIT_SECONDS = 60.0
 # How long a finished reply waits for its conversation's first title.
 TITLE_WAIT_SECONDS = 5.0
 FAILED_REPLY = "Something went wrong while writing this reply. Try again."
+
+
+class ServerStoppingError(CarmentaError):
+    """This instance is shutting down and starts no new reply."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This server is restarting and cannot start a reply now. "
+            "Your message was not sent; send it again in a moment."
+        )
 
 
 class ModelDirectory(Protocol):
@@ -192,6 +203,7 @@ class ChatEngine:
         self._live: dict[uuid.UUID, LiveReply] = {}
         self._background: set[asyncio.Task] = set()
         self._titling: dict[uuid.UUID, asyncio.Task] = {}
+        self._accepting = True
 
     @property
     def settings(self) -> Settings:
@@ -215,6 +227,7 @@ class ChatEngine:
         user_name: str | None = None,
     ) -> tuple[conversations.MessageView, conversations.MessageView]:
         """Store the person's message and start the reply; returns both rows."""
+        self._refuse_when_stopping()
         async with session_scope() as session:
             user_message = await conversations.add_user_message(
                 session=session,
@@ -233,6 +246,7 @@ class ChatEngine:
     async def regenerate(
         self, *, owner_id: uuid.UUID, conversation_id: uuid.UUID, user_name: str | None = None
     ) -> conversations.MessageView:
+        self._refuse_when_stopping()
         async with session_scope() as session:
             await conversations.prepare_regenerate(
                 session=session, owner_id=owner_id, conversation_id=conversation_id
@@ -253,6 +267,7 @@ class ChatEngine:
         content: str,
         user_name: str | None = None,
     ) -> conversations.MessageView:
+        self._refuse_when_stopping()
         async with session_scope() as session:
             await conversations.edit_last_user_message(
                 session=session,
@@ -277,6 +292,7 @@ class ChatEngine:
         user_name: str | None = None,
     ) -> bool:
         """The person approved or declined the action a waiting reply asked for."""
+        self._refuse_when_stopping()
         async with session_scope() as session:
             message = await conversations.reopen_waiting_reply(
                 session=session, owner_id=owner_id, message_id=message_id
@@ -310,6 +326,18 @@ class ChatEngine:
             name=f"reply-{reply.id}",
         )
         return live
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def stop_accepting(self) -> None:
+        """The server is going down: new replies are refused, running ones go on."""
+        self._accepting = False
+
+    def _refuse_when_stopping(self) -> None:
+        if not self._accepting:
+            raise ServerStoppingError()
 
     # -- following and stopping ---------------------------------------------------------
 
@@ -368,21 +396,30 @@ class ChatEngine:
         return stopped
 
     async def shutdown(self) -> int:
-        """The server is stopping: replies in flight are saved as interrupted."""
-        ids = list(self._live)
-        for live in self._live.values():
-            if live.task is not None:
-                live.task.cancel()
-        for live in list(self._live.values()):
-            if live.task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await live.task
+        """The server is stopping: no new reply starts, those in flight are saved as
+        interrupted (their text kept) so another instance can show and regenerate them.
+        Returns how many replies were in flight."""
+        self.stop_accepting()
+        ids: list[uuid.UUID] = []
+        # A send that passed the check just before may launch while we wait: loop.
+        while self._live:
+            batch = list(self._live.values())
+            ids.extend(live.message_id for live in batch)
+            for live in batch:
+                if live.task is not None:
+                    live.task.cancel()
+            for live in batch:
+                if live.task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await live.task
+                self._live.pop(live.message_id, None)
         if not ids:
             return 0
+        # Writers save their own text as interrupted; this catches any that could not.
         async with session_scope() as session:
-            count = await conversations.mark_replies_interrupted(session=session, message_ids=ids)
+            await conversations.mark_replies_interrupted(session=session, message_ids=ids)
             await session.commit()
-        return count
+        return len(ids)
 
     # -- the reply task -----------------------------------------------------------------
 

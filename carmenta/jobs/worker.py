@@ -183,19 +183,35 @@ async def _keep_inline_worker_running() -> None:
         await asyncio.sleep(delay)
 
 
+_inline_worker: asyncio.Task | None = None
+
+
+def stop_inline_worker() -> None:
+    """The server is going down: the in-process worker takes no new job from now on.
+
+    Running jobs get SHUTDOWN_GRACE_SECONDS to finish (the lifespan's exit waits for
+    them); others stay queued for the remaining instances' workers.
+    """
+    if _inline_worker is not None and not _inline_worker.done():
+        _inline_worker.cancel()
+
+
 @asynccontextmanager
 async def inline_worker_lifespan() -> AsyncIterator[None]:
     """Reflex lifespan task: a job worker inside the web process when JOB_WORKER=inline."""
+    global _inline_worker
     if get_settings().job_worker is not JobWorkerMode.inline:
         logger.info("background jobs run in separate worker processes (JOB_WORKER=external)")
         yield
         return
     worker = asyncio.create_task(_keep_inline_worker_running(), name="carmenta-inline-worker")
+    _inline_worker = worker
     try:
         yield
     finally:
         worker.cancel()
         await asyncio.wait([worker])
+        _inline_worker = None
 
 
 async def _run_until_signalled() -> None:

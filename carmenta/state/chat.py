@@ -16,6 +16,7 @@ import reflex as rx
 
 from carmenta.chat import research, thread
 from carmenta.chat import service as chat_service
+from carmenta.chat.engine import ServerStoppingError
 from carmenta.conversations import service as conversations
 from carmenta.db import session_scope
 from carmenta.errors import CarmentaError
@@ -208,6 +209,10 @@ class ChatState(SessionState):
         attachments = [uuid.UUID(a.id) for a in self.pending_attachments if a.id]
         if not text.strip() and not attachments:
             self.error = "Write a message or attach a file first."
+            return None
+        if not self.research_mode and not chat_service.get_engine().accepting:
+            # Refused before a new conversation is created for nothing.
+            self.error = str(ServerStoppingError())
             return None
         new_conversation = not self.conversation_id
         try:

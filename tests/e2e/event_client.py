@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -22,11 +24,15 @@ async def call_handler(
     cookie: str | None = None,
     path: str = "/account",
     timeout: float = 15.0,
+    token: str | None = None,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Send one event to `handler` (a full Reflex event name); return every update.
 
     Updates carry no end marker, so the call ends once the server has been quiet for
-    QUIET_SECONDS after its first update.
+    QUIET_SECONDS after its first update. `token` is the browser tab's state token
+    (a fresh one unless given): the same token is the same page state. With `until`,
+    the call instead ends once `until(updates)` holds (or fails after `timeout`).
     """
     client = socketio.AsyncClient(reconnection=False)
     updates: list[dict[str, Any]] = []
@@ -39,7 +45,7 @@ async def call_handler(
 
     headers = {"Cookie": cookie} if cookie else {}
     await client.connect(
-        f"{base_url}?token={uuid.uuid4()}",
+        f"{base_url}?token={token or uuid.uuid4()}",
         socketio_path=NAMESPACE,
         namespaces=[NAMESPACE],
         transports=["websocket"],
@@ -56,6 +62,12 @@ async def call_handler(
                 "router_data": {"pathname": path, "asPath": path, "query": {}},
             },
         )
+        if until is not None:
+            deadline = time.monotonic() + timeout
+            while not until(updates):
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), max(0.0, deadline - time.monotonic()))
+            return updates
         await asyncio.wait_for(arrived.wait(), timeout)
         while True:
             arrived.clear()

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from carmenta.chat.engine import ChatEngine, ToolOffer, ToolRun
+from carmenta.chat.engine import ChatEngine, ServerStoppingError, ToolOffer, ToolRun
 from carmenta.chat.llm.types import ToolSpec
 from carmenta.chat.service import CatalogModels
 from carmenta.conversations import service as conversations
@@ -185,6 +185,33 @@ async def test_stop_keeps_what_arrived_and_regenerate_replaces_the_reply():
     assert [m.role for m in messages] == ["user", "assistant"]
     assert messages[-1].id == new_reply.id and messages[-1].status == "complete"
     assert "Connections page" in messages[-1].content
+
+
+async def test_a_stopping_server_refuses_new_replies_in_words_and_writes_nothing():
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _offline_engine()
+    engine.stop_accepting()
+    with pytest.raises(ServerStoppingError, match="restarting.*send it again in a moment"):
+        await engine.send(owner_id=owner, conversation_id=conversation_id, content="hello")
+    with pytest.raises(ServerStoppingError):
+        await engine.regenerate(owner_id=owner, conversation_id=conversation_id)
+    assert await _messages(owner, conversation_id) == []
+
+
+async def test_shutdown_saves_a_streaming_reply_as_interrupted_with_its_text():
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _offline_engine(offline_words_per_second=20.0)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="help")
+    async for snapshot in engine.follow(owner_id=owner, message_id=reply.id):
+        if len(snapshot.content) > 40:
+            break
+    assert await engine.shutdown() == 1
+    assert not engine.accepting and engine.live_ids() == []
+    saved = (await _messages(owner, conversation_id))[-1]
+    assert saved.status == "interrupted"
+    assert len(saved.content) > 40
 
 
 async def test_a_reply_goes_on_and_is_saved_when_nobody_follows_it(model_server):

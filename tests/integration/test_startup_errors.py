@@ -62,6 +62,26 @@ def test_unreachable_database_names_the_server_but_not_the_password(tmp_path):
     assert "s3cret-pw" not in result.stdout + result.stderr
 
 
+def test_unreachable_redis_names_the_server_but_not_the_password(tmp_path):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = run_carmenta(
+        "run",
+        env={"REDIS_URL": f"redis://:r3dis-pw@127.0.0.1:{port}/0", "PORT": "3998"},
+        tmp_path=tmp_path,
+    )
+    assert_clear_failure(result, "Cannot reach Redis", f"redis://127.0.0.1:{port}/0", "REDIS_URL")
+    assert "r3dis-pw" not in result.stdout + result.stderr
+    # Nothing was started before the check: no embedded database was created.
+    assert not (tmp_path / "data" / "postgres").exists()
+
+
+def test_several_web_workers_without_redis_are_refused(tmp_path):
+    result = run_carmenta("check", env={"WEB_WORKERS": "3"}, tmp_path=tmp_path)
+    assert_clear_failure(result, "WEB_WORKERS above 1 needs REDIS_URL")
+
+
 def test_port_already_in_use(tmp_path, database_url):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

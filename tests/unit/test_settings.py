@@ -97,3 +97,54 @@ def test_production_requires_https_public_url():
         public_url="http://carmenta.example.com",
     )
     assert settings.production_problems() == ["PUBLIC_URL must use https:// in production"]
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "rediss://u:p@r.example.com:6380", "unix:///run/r.sock"]
+)
+def test_redis_urls_are_accepted_and_mean_shared_state(url):
+    settings = make(redis_url=url)
+    assert settings.redis_url == url
+    assert settings.shares_state
+
+
+def test_a_redis_url_of_another_kind_is_refused_with_a_reason():
+    with pytest.raises(ValidationError, match="REDIS_URL must look like redis://"):
+        make(redis_url="http://localhost:6379")
+    assert make(redis_url="  ").redis_url is None
+
+
+def test_several_web_workers_need_redis():
+    with pytest.raises(ValidationError, match="WEB_WORKERS above 1 needs REDIS_URL"):
+        make(web_workers=3)
+    assert make(web_workers=3, redis_url="redis://localhost:6379/0").web_workers == 3
+
+
+def test_shared_state_names_the_secrets_each_instance_would_otherwise_generate():
+    assert make().unshared_secrets() == []
+    missing = "\n".join(make(redis_url="redis://r:6379").unshared_secrets())
+    for name in ("SESSION_SIGNING_KEY", "ENCRYPTION_KEYS", "STORAGE_URL_SECRET"):
+        assert name in missing
+    shared = make(
+        redis_url="redis://r:6379",
+        clerk_publishable_key="pk",
+        clerk_secret_key="sk",
+        encryption_keys="k1:" + "A" * 44,
+        supabase_url="https://x.supabase.co",
+        supabase_service_role_key="service-role",
+    )
+    assert shared.unshared_secrets() == []
+
+
+def test_production_with_redis_and_the_local_store_needs_a_shared_url_secret():
+    values = dict(
+        carmenta_env="production",
+        database_url="postgresql://u:p@db:5432/carmenta",
+        encryption_keys="k1:" + "A" * 44,
+        session_signing_key="-----BEGIN PRIVATE KEY-----",
+        public_url="https://carmenta.example.com",
+        redis_url="redis://r:6379/0",
+    )
+    problems = make(**values).production_problems()
+    assert len(problems) == 1 and "STORAGE_URL_SECRET" in problems[0]
+    assert make(**values, storage_url_secret="s" * 32).production_problems() == []
