@@ -60,6 +60,9 @@ PREFERRED_PROXY_PORT = int(os.environ.get("SCALE_PROXY_PORT", "3960"))
 # SIGTERM to exit: replies saved at once, the job worker's grace is 8 s.
 SHUTDOWN_BOUND_SECONDS = 20
 
+# Its own app instances, built for the proxy's address: after the shared e2e app's tests.
+pytestmark = pytest.mark.own_app
+
 
 @dataclass
 class Instance:
