@@ -41,6 +41,4 @@ async def delete_user(*, settings: Settings, external_auth_id: str) -> None:
         logger.info("Clerk no longer has user %s; nothing to delete there", external_auth_id)
         return
     if response.status_code >= 300:
-        raise ClerkApiError(
-            f"Clerk refused to delete the account (HTTP {response.status_code})"
-        )
+        raise ClerkApiError(f"Clerk refused to delete the account (HTTP {response.status_code})")

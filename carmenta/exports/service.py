@@ -241,9 +241,7 @@ async def purge_expired_exports(*, settings: Settings, now: datetime | None = No
     async with db.session_scope() as session:
         expired = (
             await session.exec(
-                select(DataExport.id, DataExport.owner_id).where(
-                    col(DataExport.expires_at) <= now
-                )
+                select(DataExport.id, DataExport.owner_id).where(col(DataExport.expires_at) <= now)
             )
         ).all()
     store = file_storage.get_storage(settings)
@@ -255,3 +253,29 @@ async def purge_expired_exports(*, settings: Settings, now: datetime | None = No
                 delete(DataExport).where(col(DataExport.id).in_([row[0] for row in expired]))
             )
     return len(expired)
+
+
+# For the account page, which has no session of its own ------------------------------
+
+
+@dataclass(frozen=True)
+class ExportStanding:
+    export: ExportView | None
+    download_url: str | None
+
+
+async def export_standing(*, owner_id: uuid.UUID, settings: Settings) -> ExportStanding:
+    """The owner's latest export and, once it is ready, a fresh signed link to it."""
+    async with db.session_scope() as session:
+        view = await latest_export(session=session, owner_id=owner_id)
+        url = None
+        if view is not None and view.status is ExportStatus.ready:
+            url = await download_url(
+                session=session, owner_id=owner_id, export_id=view.id, settings=settings
+            )
+    return ExportStanding(export=view, download_url=url)
+
+
+async def start_export(*, owner_id: uuid.UUID, settings: Settings) -> ExportView:
+    async with db.session_scope() as session:
+        return await request_export(session=session, owner_id=owner_id, settings=settings)
