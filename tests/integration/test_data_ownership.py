@@ -307,3 +307,127 @@ async def test_deleting_an_account_leaves_no_row_no_object_and_revokes_tokens(
         ).scalar_one()
     assert waiting == 0
     await files_support.cancel_pending_jobs_of(neighbour.user.user_id)
+
+
+async def _signed_in_user(token: str):
+    from carmenta.auth import service as auth_service
+
+    return await auth_service.current_user(settings=get_settings(), token=token)
+
+
+async def test_a_built_in_account_is_deleted_only_with_the_phrase_and_its_password(files_client):
+    account = await files_support.sign_up()
+    user = await _signed_in_user(account.token)
+    settings = get_settings()
+
+    refusals = [
+        ("delete", "correct horse battery"),
+        (accounts_service.CONFIRMATION_PHRASE, None),
+        (accounts_service.CONFIRMATION_PHRASE, "wrong horse battery"),
+    ]
+    for confirmation, password in refusals:
+        problem = await accounts_service.delete_own_account(
+            user=user, settings=settings, confirmation=confirmation, password=password
+        )
+        assert problem, (confirmation, password)
+    assert await _signed_in_user(account.token) is not None
+
+    problem = await accounts_service.delete_own_account(
+        user=user,
+        settings=settings,
+        confirmation="  Delete my  account ",
+        password="correct horse battery",
+    )
+    assert problem is None
+    assert await _signed_in_user(account.token) is None
+    assert files_support.stored_files(account.user_id) == []
+
+
+class ClerkBackend:
+    """Clerk's Backend API `DELETE /v1/users/{id}`, answering as Clerk documents it."""
+
+    def __init__(self, secret: str, status: int = 200) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        backend = self
+        self.deleted: list[str] = []
+        self.status = status
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_DELETE(self) -> None:  # noqa: N802
+                user_id = self.path.removeprefix("/v1/users/")
+                if self.headers.get("Authorization") != f"Bearer {secret}":
+                    status, body = 401, {"errors": [{"code": "authentication_invalid"}]}
+                elif backend.status != 200:
+                    status, body = backend.status, {"errors": [{"code": "internal"}]}
+                else:
+                    backend.deleted.append(user_id)
+                    status, body = 200, {"object": "user", "id": user_id, "deleted": True}
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def test_a_clerk_account_is_deleted_at_clerk_first(files_client, monkeypatch):
+    from carmenta.auth.service import AuthenticatedUser
+    from carmenta.users import service as users_service
+
+    secret = "sk_test_" + uuid.uuid4().hex
+    backend = ClerkBackend(secret)
+    try:
+        settings = get_settings().model_copy(
+            update={"clerk_secret_key": secret, "clerk_api_url": backend.url}
+        )
+        async with db.session_scope() as session:
+            row = await users_service.upsert_external_user(
+                session=session, external_auth_id=f"user_{uuid.uuid4().hex}", auth_provider="clerk"
+            )
+        user = AuthenticatedUser(
+            user_id=row.id,
+            external_auth_id=row.external_auth_id,
+            provider="clerk",
+            email=None,
+            display_name=None,
+            is_admin=False,
+            session_id="sess_1",
+        )
+        backend.status = 500
+        confirm = accounts_service.CONFIRMATION_PHRASE
+        problem = await accounts_service.delete_own_account(
+            user=user, settings=settings, confirmation=confirm, password=None
+        )
+        assert problem and secret not in problem
+        async with db.session_scope() as session:
+            assert await users_service.get_user(session=session, user_id=row.id) is not None
+
+        backend.status = 200
+        assert (
+            await accounts_service.delete_own_account(
+                user=user, settings=settings, confirmation=confirm, password=None
+            )
+            is None
+        )
+        assert backend.deleted == [row.external_auth_id]
+        async with db.session_scope() as session:
+            assert await users_service.get_user(session=session, user_id=row.id) is None
+            # A token still in flight cannot bring the account back.
+            assert await users_service.was_deleted(
+                session=session, external_auth_id=row.external_auth_id
+            )
+    finally:
+        backend.close()
