@@ -148,11 +148,14 @@ def export_card() -> rx.Component:
         data_testid="export-progress",
     )
     ready = rx.hstack(
-        rx.link(
-            rx.button(rx.icon("download", size=16, aria_hidden="true"), "Download your data"),
+        # A plain anchor: the signed link answers with the zip as an attachment, so the
+        # browser downloads it without leaving the page (a router link would navigate).
+        rx.el.a(
+            rx.icon("download", size=16, aria_hidden="true"),
+            "Download your data",
             href=DataExportState.export_url,
-            is_external=False,
-            download=True,
+            download="",
+            class_name="rt-reset rt-BaseButton rt-r-size-2 rt-variant-solid rt-Button",
             data_testid="export-download",
         ),
         rx.text(DataExportState.export_details, size="1", color_scheme="gray"),
