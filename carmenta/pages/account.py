@@ -155,6 +155,7 @@ def export_card() -> rx.Component:
             "Download your data",
             href=DataExportState.export_url,
             download="",
+            custom_attrs={"reloadDocument": True},
             class_name="rt-reset rt-BaseButton rt-r-size-2 rt-variant-solid rt-Button",
             data_testid="export-download",
         ),
