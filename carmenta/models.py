@@ -11,6 +11,7 @@ from carmenta.auth.models import (
 )
 from carmenta.connections.models import ConnectionEvent, OAuthState, ServiceConnection
 from carmenta.conversations.models import Conversation, Message
+from carmenta.exports.models import DataExport
 from carmenta.files.models import StoredFile
 from carmenta.jobs.models import JobProgress
 from carmenta.knowledge.models import Document, DocumentChunk, DocumentLink, FileKnowledge
@@ -27,6 +28,7 @@ __all__ = [
     "WebhookEvent",
     "ConnectionEvent",
     "Conversation",
+    "DataExport",
     "DeletedAccount",
     "Document",
     "DocumentChunk",

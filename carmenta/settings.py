@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     # Comma-separated origins allowed in a token's `azp`; defaults to PUBLIC_URL.
     clerk_authorized_parties: str | None = None
     clerk_webhook_secret: str | None = None
+    # Clerk's Backend API, used to delete a user who deletes their account here.
+    clerk_api_url: str = "https://api.clerk.com"
 
     # Key ring for service credentials (AES-256-GCM); production refuses to start without.
     encryption_keys: str | None = None
@@ -134,6 +136,8 @@ class Settings(BaseSettings):
     max_image_mb: int = Field(default=25, ge=1)
     max_audio_mb: int = Field(default=25, ge=1)
     storage_quota_mb: int = Field(default=2048, ge=1)
+    # A person's data export is kept this long in the store, then deleted.
+    export_retention_hours: int = Field(default=72, ge=1, le=30 * 24)
     # Images larger than this many pixels are refused (decompression bombs).
     max_image_pixels: int = Field(default=60_000_000, ge=1_000_000)
     # Speech-to-text for audio files: an OpenAI-compatible /audio/transcriptions endpoint.

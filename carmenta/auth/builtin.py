@@ -111,7 +111,9 @@ async def sign_up(
         auth_provider=AUTH_PROVIDER,
         email=email,
         display_name=(display_name or "").strip() or None,
-        is_admin=email in settings.admin_email_set,
+        # ADMIN_EMAILS is applied when the session is verified; the column keeps
+        # only what an operator granted (`python -m carmenta create-admin`).
+        is_admin=False,
     )
     session.add(user)
     await session.flush()
@@ -168,9 +170,6 @@ async def sign_in(
     await throttle.clear(session=session, keys=[throttle.account_key(email)])
     if passwords.needs_rehash(row.password_hash):
         row.password_hash = await passwords.hash_password(password)
-    user = await session.get(User, row.user_id)
-    assert user is not None  # the credential cascades from the user
-    user.is_admin = email in settings.admin_email_set
     auth_session = await create_session(
         session=session,
         settings=settings,
@@ -351,3 +350,72 @@ async def revoke_other_sessions(
         {"user_id": user_id, "keep": keep_session_id},
     )
     return len(result.all())
+
+
+async def confirm_password(
+    *, session: AsyncSession, user_id: uuid.UUID, password: str, ip_address: str | None = None
+) -> SignInResult:
+    """Check the password of a signed-in user before something irreversible.
+
+    Throttled and recorded like a sign-in, so a stolen session cannot be used to
+    guess the password (the caller commits in every case).
+    """
+    row = (
+        await session.execute(
+            select(PasswordCredential).where(PasswordCredential.user_id == user_id)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return SignInResult(SignInOutcome.invalid)
+    now = _now()
+    keys = [throttle.account_key(row.email)]
+    if address := throttle.address_key(ip_address):
+        keys.append(address)
+    wait = await throttle.seconds_to_wait(session=session, keys=keys, now=now)
+    if wait > 0:
+        return SignInResult(SignInOutcome.throttled, retry_after_seconds=wait)
+    if not await passwords.verify_password(row.password_hash, password):
+        await throttle.record_failure(session=session, keys=keys, now=now)
+        return SignInResult(SignInOutcome.invalid)
+    return SignInResult(SignInOutcome.signed_in, user_id=user_id)
+
+
+async def create_account(
+    *,
+    session: AsyncSession,
+    email: str,
+    password: str,
+    is_admin: bool = False,
+    display_name: str | None = None,
+) -> User:
+    """An account made by an operator: like a sign-up, without a session. Raises SignUpError."""
+    email = passwords.normalize_email(email)
+    if problem := passwords.email_problem(email):
+        raise SignUpError(problem)
+    if problems := passwords.password_problems(password, email=email):
+        raise SignUpError("Choose a stronger password: " + "; ".join(problems).lower() + ".")
+    password_hash = await passwords.hash_password(password)
+    user_id = uuid.uuid4()
+    user = User(
+        id=user_id,
+        external_auth_id=f"local_{user_id.hex}",
+        auth_provider=AUTH_PROVIDER,
+        email=email,
+        display_name=(display_name or "").strip() or None,
+        is_admin=is_admin,
+    )
+    session.add(user)
+    await session.flush()
+    inserted = await session.execute(
+        text(
+            "insert into password_credentials (user_id, email, password_hash)"
+            " values (:user_id, :email, :hash) on conflict (email) do nothing returning user_id"
+        ),
+        {"user_id": user_id, "email": email, "hash": password_hash},
+    )
+    if inserted.first() is None:
+        raise SignUpError("An account with this email already exists.")
+    await knowledge_service.seed_profile(
+        session=session, owner_id=user_id, display_name=user.display_name or email.split("@")[0]
+    )
+    return user

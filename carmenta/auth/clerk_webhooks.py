@@ -218,5 +218,7 @@ async def _delete_clerk_user(*, session: AsyncSession, external_auth_id: str) ->
     if user.auth_provider != CLERK_PROVIDER:
         logger.info("a Clerk deletion named a built-in account; nothing to delete")
         return
-    await users.delete_user_account(session=session, user_id=user.id)
+    from carmenta.accounts import service as accounts_service
+
+    await accounts_service.delete_account(session=session, user_id=user.id)
     logger.info("deleted the account of user %s at Clerk's request", user.id)

@@ -122,8 +122,9 @@ async def authenticate(
         provider=builtin.AUTH_PROVIDER,
         email=user.email,
         display_name=_display_name(user.email, user.display_name),
-        # ADMIN_EMAILS is read now, so a change applies without a new sign-in.
-        is_admin=bool(user.email) and user.email in settings.admin_email_set,
+        # ADMIN_EMAILS is read now, so a change applies without a new sign-in; the
+        # stored flag is an operator's grant (`python -m carmenta create-admin`).
+        is_admin=user.is_admin or (bool(user.email) and user.email in settings.admin_email_set),
         session_id=str(auth_session.id),
     )
 

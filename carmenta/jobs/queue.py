@@ -28,6 +28,7 @@ TASK_MODULES: tuple[str, ...] = (
     "carmenta.knowledge.tasks",
     "carmenta.memory.tasks",
     "carmenta.chat.tasks",
+    "carmenta.exports.tasks",
 )
 
 # Queue connections are used one query at a time (fetch, heartbeat, finish), never

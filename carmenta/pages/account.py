@@ -1,11 +1,16 @@
-"""Account: who you are signed in as, and where."""
+"""Account: who you are signed in as and where; your data to take away; leaving."""
 
 import reflex as rx
 
 from carmenta.components.auth_layout import form_error
 from carmenta.components.layout import page
 from carmenta.settings import get_settings
-from carmenta.state.account import AccountState
+from carmenta.state.account import (
+    CONFIRMATION_PHRASE,
+    AccountState,
+    DataExportState,
+    DeleteAccountState,
+)
 from carmenta.state.session import SessionState
 
 
@@ -119,7 +124,177 @@ def sessions_card() -> rx.Component:
     )
 
 
-@page(route="/account", title="Account", on_load=[AccountState.load])
+def export_card() -> rx.Component:
+    building = rx.vstack(
+        rx.hstack(
+            rx.spinner(size="1"),
+            rx.text(
+                "Preparing your export… ",
+                DataExportState.export_step,
+                size="2",
+            ),
+            spacing="2",
+            align="center",
+        ),
+        rx.progress(
+            value=DataExportState.export_percent,
+            max=100,
+            width="100%",
+            aria_label="Export progress",
+        ),
+        rx.text(DataExportState.export_percent, "%", size="1", color_scheme="gray"),
+        width="100%",
+        role="status",
+        data_testid="export-progress",
+    )
+    ready = rx.hstack(
+        # A plain anchor: the signed link answers with the zip as an attachment, so the
+        # browser downloads it without leaving the page (a router link would navigate).
+        rx.el.a(
+            rx.icon("download", size=16, aria_hidden="true"),
+            "Download your data",
+            href=DataExportState.export_url,
+            download="",
+            custom_attrs={"reloadDocument": True},
+            class_name="rt-reset rt-BaseButton rt-r-size-2 rt-variant-solid rt-Button",
+            data_testid="export-download",
+        ),
+        rx.text(DataExportState.export_details, size="1", color_scheme="gray"),
+        align="center",
+        wrap="wrap",
+        spacing="3",
+    )
+    failed = rx.callout.root(
+        rx.callout.text(DataExportState.export_error),
+        color_scheme="red",
+        role="alert",
+        size="1",
+        data_testid="export-error",
+    )
+    return rx.card(
+        rx.vstack(
+            rx.heading("Your data", size="4", as_="h2"),
+            rx.text(
+                "Download everything you keep here as a zip: conversations, documents, "
+                "memories, files, and the list of connected services (never their passwords "
+                "or tokens).",
+                size="2",
+            ),
+            rx.cond(
+                DataExportState.export_loading,
+                rx.hstack(rx.spinner(size="1"), rx.text("Loading…", size="2"), role="status"),
+                rx.match(
+                    DataExportState.export_status,
+                    ("building", building),
+                    ("ready", ready),
+                    ("failed", failed),
+                    rx.text("You have not exported your data yet.", size="2", color_scheme="gray"),
+                ),
+            ),
+            rx.button(
+                "Export my data",
+                variant="outline",
+                on_click=DataExportState.export_data,
+                disabled=DataExportState.export_status == "building",
+            ),
+            spacing="3",
+            align="start",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="export-card",
+    )
+
+
+def delete_account_card() -> rx.Component:
+    uses_password = not get_settings().uses_clerk
+    return rx.card(
+        rx.vstack(
+            rx.heading("Delete account", size="4", as_="h2"),
+            rx.text(
+                "Deleting your account removes your conversations, documents, memories, files "
+                "and connections for good, and disconnects every service you connected. "
+                "Export your data first if you want to keep it.",
+                size="2",
+            ),
+            rx.alert_dialog.root(
+                rx.alert_dialog.trigger(
+                    rx.button("Delete my account…", color_scheme="red", variant="soft"),
+                ),
+                rx.alert_dialog.content(
+                    rx.alert_dialog.title("Delete your account?"),
+                    rx.alert_dialog.description(
+                        "This cannot be undone. Type ",
+                        rx.text.strong(CONFIRMATION_PHRASE),
+                        " to confirm.",
+                        size="2",
+                    ),
+                    rx.form(
+                        rx.vstack(
+                            rx.el.label(
+                                rx.text("Confirmation", size="2", weight="medium"),
+                                html_for="delete_confirmation",
+                            ),
+                            rx.input(
+                                id="delete_confirmation",
+                                name="confirmation",
+                                auto_complete="off",
+                                width="100%",
+                            ),
+                            rx.fragment(
+                                rx.el.label(
+                                    rx.text("Password", size="2", weight="medium"),
+                                    html_for="delete_password",
+                                ),
+                                rx.input(
+                                    id="delete_password",
+                                    name="password",
+                                    type="password",
+                                    auto_complete="current-password",
+                                    width="100%",
+                                ),
+                            )
+                            if uses_password
+                            else rx.fragment(),
+                            form_error(DeleteAccountState.delete_error),
+                            rx.hstack(
+                                rx.alert_dialog.cancel(
+                                    rx.button("Cancel", variant="soft", color_scheme="gray")
+                                ),
+                                rx.button(
+                                    "Delete account",
+                                    color_scheme="red",
+                                    type="submit",
+                                    loading=DeleteAccountState.deleting,
+                                ),
+                                justify="end",
+                                width="100%",
+                            ),
+                            spacing="2",
+                            width="100%",
+                        ),
+                        on_submit=DeleteAccountState.delete_account,
+                        reset_on_submit=False,
+                        aria_label="Delete account",
+                    ),
+                ),
+                open=DeleteAccountState.delete_open,
+                on_open_change=DeleteAccountState.set_delete_open,
+            ),
+            spacing="3",
+            align="start",
+            width="100%",
+        ),
+        width="100%",
+        data_testid="delete-account-card",
+    )
+
+
+@page(
+    route="/account",
+    title="Account",
+    on_load=[AccountState.load, DataExportState.load_export],
+)
 def account() -> rx.Component:
     return rx.vstack(
         rx.cond(
@@ -134,6 +309,8 @@ def account() -> rx.Component:
         form_error(AccountState.error),
         profile_card(),
         sessions_card() if not get_settings().uses_clerk else rx.fragment(),
+        export_card(),
+        delete_account_card(),
         spacing="4",
         width="100%",
         data_testid="account-page",

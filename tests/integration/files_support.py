@@ -149,3 +149,15 @@ async def assert_nothing_kept(user: SignedIn) -> None:
     assert stored_files(user.user_id) == []
     assert await file_jobs(user.user_id) == []
     assert scratch_files() == []
+
+
+async def cancel_pending_jobs_of(user_id: uuid.UUID) -> None:
+    """Cancel the user's queued jobs, so later workers in the run do not pick them up."""
+    async with db.session_scope() as session:
+        await session.execute(
+            text(
+                "update procrastinate_jobs set status = 'cancelled' where status = 'todo'"
+                " and id in (select job_id from job_progress where owner_id = :owner)"
+            ),
+            {"owner": user_id},
+        )
