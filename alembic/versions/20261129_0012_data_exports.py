@@ -1,7 +1,7 @@
 """Data exports: a person's zip of all their data, built by a job, kept for a while.
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0013
 Create Date: 2026-11-29 09:00:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
