@@ -57,13 +57,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_audit_log")),
     )
-    op.create_index(
-        op.f("ix_admin_audit_log_admin_user_id"), "admin_audit_log", ["admin_user_id"]
-    )
+    op.create_index(op.f("ix_admin_audit_log_admin_user_id"), "admin_audit_log", ["admin_user_id"])
     op.create_index(op.f("ix_admin_audit_log_owner_id"), "admin_audit_log", ["owner_id"])
-    op.create_index(
-        "ix_admin_audit_log_table_row", "admin_audit_log", ["table_name", "row_id"]
-    )
+    op.create_index("ix_admin_audit_log_table_row", "admin_audit_log", ["table_name", "row_id"])
 
 
 def downgrade() -> None:

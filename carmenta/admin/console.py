@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette_admin import CustomView, DropDown, Link, route
 from starlette_admin.contrib.sqla import Admin
@@ -37,6 +37,7 @@ from carmenta.admin.views import (
 )
 from carmenta.api.request_user import authenticated_user
 from carmenta.auth.models import AuthSession, LoginThrottle, PasswordCredential, WebhookEvent
+from carmenta.auth.service import AuthenticatedUser
 from carmenta.connections.models import ConnectionEvent, OAuthState, ServiceConnection
 from carmenta.conversations.models import Conversation, Message
 from carmenta.files.models import StoredFile
@@ -114,7 +115,9 @@ def build_console(settings: Settings) -> Admin:
                 TableView(PasswordCredential, label="Built-in accounts", icon="fa fa-id-card"),
                 TableView(LoginThrottle, label="Sign-in throttles", icon="fa fa-gauge"),
                 TableView(
-                    DeletedAccount, label="Deleted accounts", icon="fa fa-user-slash",
+                    DeletedAccount,
+                    label="Deleted accounts",
+                    icon="fa fa-user-slash",
                     default_sort=[("deleted_at", True)],
                 ),
             ],
@@ -153,7 +156,9 @@ def build_console(settings: Settings) -> Admin:
                 ConnectionsNeedingReconnectionView(),
                 TableView(ConnectionEvent, label="Connection events"),
                 TableView(OAuthState, label="Pending authorizations"),
-                TableView(WebhookEvent, label="Webhook deliveries", default_sort=[("received_at", True)]),
+                TableView(
+                    WebhookEvent, label="Webhook deliveries", default_sort=[("received_at", True)]
+                ),
             ],
         )
     )
@@ -163,12 +168,16 @@ def build_console(settings: Settings) -> Admin:
             icon="fa fa-gears",
             views=[
                 QueueJobsView(
-                    statuses=("failed",), key="failed-jobs", label="Failed jobs",
+                    statuses=("failed",),
+                    key="failed-jobs",
+                    label="Failed jobs",
                     icon="fa fa-triangle-exclamation",
                 ),
                 QueueJobsView(
-                    statuses=("todo", "doing", "aborting"), key="queued-jobs",
-                    label="Queued and running jobs", icon="fa fa-hourglass-half",
+                    statuses=("todo", "doing", "aborting"),
+                    key="queued-jobs",
+                    label="Queued and running jobs",
+                    icon="fa fa-hourglass-half",
                 ),
                 TableView(JobProgress, label="Job progress", icon="fa fa-bars-progress"),
                 StorageView(),
@@ -201,13 +210,23 @@ class AdminGate:
         # The outer router resolves `admin:...` URL names through these.
         return self.console().routes
 
+    async def _admin(self, request: Request) -> AuthenticatedUser | None:
+        user = await authenticated_user(request, settings=get_settings())
+        return user if user is not None and user.is_admin else None
+
+    async def entry(self, request: Request) -> Response:
+        """`/admin` itself, without the slash the console's own routes start with."""
+        if await self._admin(request) is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        return RedirectResponse(BASE_URL + "/", status_code=307)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
             return
         request = Request(scope)
-        user = await authenticated_user(request, settings=get_settings())
-        if user is None or not user.is_admin:
+        user = await self._admin(request)
+        if user is None:
             await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
             return
         request.state.carmenta_admin = user

@@ -10,8 +10,8 @@ deletion, which also removes stored objects and revokes provider tokens.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import ARRAY
 from starlette.requests import Request
@@ -47,7 +48,8 @@ from starlette_admin import (
     row_action,
 )
 from starlette_admin.contrib.sqla import ModelView
-from starlette_admin.exceptions import ActionFailed
+from starlette_admin.exceptions import ActionFailed, FormValidationError
+from starlette_admin.types import RequestAction
 
 from carmenta.admin import audit
 from carmenta.admin.models import AdminAuditLog
@@ -121,6 +123,26 @@ USER_RELATED: list[tuple[str, str]] = [
 
 _TIMESTAMPS = {"created_at", "updated_at"}
 
+# Columns other code keeps consistent (identities, stored object keys, tree paths):
+# shown, but changed only through the app itself.
+READ_ONLY_COLUMNS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("users", "external_auth_id"),
+        ("users", "auth_provider"),
+        ("conversations", "last_activity_at"),
+        ("password_credentials", "email"),
+        ("documents", "path"),
+        ("files", "storage_key"),
+        ("files", "sha256"),
+        ("files", "size_bytes"),
+        ("files", "revision"),
+        ("service_connections", "provider"),
+        ("service_connections", "credential_type"),
+        ("service_connections", "account_id"),
+        ("job_progress", "task_name"),
+    }
+)
+
 
 def _admin_user_id(request: Request) -> uuid.UUID:
     # Set by the gate in front of the console, from the verified session only.
@@ -133,7 +155,12 @@ _LONG_TEXT = {"content", "extracted_text", "error", "last_error", "detail", "mes
 
 def _column_field(table: Table, column: Column) -> BaseField:
     """The field for one column, chosen by its type."""
-    read_only = column.primary_key or column.name in _TIMESTAMPS or bool(column.foreign_keys)
+    read_only = (
+        column.primary_key
+        or column.name in _TIMESTAMPS
+        or bool(column.foreign_keys)
+        or (table.name, column.name) in READ_ONLY_COLUMNS
+    )
     options: dict[str, Any] = {"exclude_from_edit": bool(read_only)}
     for foreign_key in column.foreign_keys:
         target = VIEW_KEYS.get(foreign_key.column.table.name)
@@ -174,7 +201,6 @@ class TableView(ModelView):
 
     page_size = 25
     page_size_options = [25, 50, 100]
-    export_types = ["csv", "json"]
 
     def __init__(
         self,
@@ -223,9 +249,17 @@ class TableView(ModelView):
         return or_(*clauses)
 
     async def edit(self, request: Request, pk: Any, data: dict[str, Any]) -> Any:
+        # An emptied box clears a nullable column rather than storing "".
+        columns = self.model.__table__.columns
+        for name, value in data.items():
+            if value == "" and name in columns and columns[name].nullable:
+                data[name] = None
         existing = await self.find_by_pk(request, pk)
         before = audit.snapshot(existing) if existing is not None else {}
-        row = await super().edit(request, pk, data)
+        try:
+            row = await super().edit(request, pk, data)
+        except (IntegrityError, DataError) as error:
+            raise FormValidationError(self._refusal(request, error)) from None
         after = audit.snapshot(row)
         changed_before, changed_after = audit.changes(before, after)
         if changed_after:
@@ -241,10 +275,29 @@ class TableView(ModelView):
             )
         return row
 
+    def _refusal(self, request: Request, error: DBAPIError) -> dict[str, str]:
+        """A readable reason, on the field it concerns; never the row's values."""
+        diagnostics = getattr(error.orig, "diag", None)
+        constraint = getattr(diagnostics, "constraint_name", None) or ""
+        column = getattr(diagnostics, "column_name", None) or ""
+        editable = [f.name for f in self.get_fields_list(request, action=RequestAction.EDIT)]
+        target = column if column in editable else None
+        if target is None:
+            target = next((name for name in editable if name in constraint), None)
+        if target is None:
+            target = editable[0] if editable else "id"
+        if isinstance(error, IntegrityError) and constraint:
+            reason = f"This value breaks the rule {constraint}; nothing was saved."
+        else:
+            reason = "The database refused this value; nothing was saved."
+        return {target: reason}
+
 
 class AuditLogView(TableView):
     def __init__(self) -> None:
-        super().__init__(AdminAuditLog, label="Audit log", icon="fa fa-clipboard-list", editable=False)
+        super().__init__(
+            AdminAuditLog, label="Audit log", icon="fa fa-clipboard-list", editable=False
+        )
 
 
 class ConnectionsNeedingReconnectionView(TableView):
@@ -319,7 +372,6 @@ class QueueJobsView(ModelView):
     fields_default_sort = [("id", True)]
     searchable_fields = ["task_name", "queue_name", "lock", "queueing_lock"]
     row_actions = ["view", "retry", "cancel"]
-    export_types = ["csv", "json"]
 
     def __init__(self, *, statuses: tuple[str, ...], key: str, label: str, icon: str) -> None:
         self.statuses = statuses

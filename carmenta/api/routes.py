@@ -15,6 +15,7 @@ from carmenta.files import service as files_service  # noqa: F401  (account clea
 
 
 def build_api() -> Starlette:
+    admin_gate = AdminGate()
     return Starlette(
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
@@ -28,6 +29,7 @@ def build_api() -> Starlette:
             Route("/files/upload", uploads.upload_file, methods=["POST"]),
             Route("/files/{file_id}/replace", uploads.replace_file, methods=["POST"]),
             Route("/files/object/{key:path}", serve_object, methods=["GET", "HEAD"]),
-            Mount(ADMIN_URL, app=AdminGate(), name="admin"),
+            Route(ADMIN_URL, admin_gate.entry, methods=["GET", "HEAD"]),
+            Mount(ADMIN_URL, app=admin_gate, name="admin"),
         ]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from html.parser import HTMLParser
 
 import httpx
 
@@ -53,3 +54,42 @@ def csrf_token(page: str) -> str:
 async def get(client: httpx.AsyncClient, user: SignedIn | None, url: str) -> httpx.Response:
     headers = {"Cookie": user.cookie} if user else {}
     return await client.get(url, headers=headers)
+
+
+class _FormReader(HTMLParser):
+    """The fields a browser would submit from the page's main form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        name = attributes.get("name")
+        if not name or name.startswith("_") or name == "viewport":
+            return
+        if tag == "input":
+            kind = attributes.get("type", "text")
+            if kind == "checkbox":
+                if "checked" in attributes:
+                    self.values[name] = attributes.get("value") or "on"
+            elif kind not in ("submit", "button", "file"):
+                self.values[name] = attributes.get("value") or ""
+        elif tag == "textarea":
+            self._textarea = name
+            self.values[name] = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self.values[self._textarea] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self._textarea = None
+
+
+def form_values(page: str) -> dict[str, str]:
+    reader = _FormReader()
+    reader.feed(page)
+    return reader.values
