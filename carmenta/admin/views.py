@@ -201,6 +201,8 @@ class TableView(ModelView):
 
     page_size = 25
     page_size_options = [25, 50, 100]
+    field_order: tuple[str, ...] = ()
+    hidden_in_list: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -215,7 +217,13 @@ class TableView(ModelView):
     ) -> None:
         table = model.__table__
         assert is_administered(table), f"{table.name} is not for the console"
-        self.fields = [*table_fields(table), *(extra_fields or [])]
+        fields = [*table_fields(table), *(extra_fields or [])]
+        order = self.field_order
+        fields.sort(key=lambda f: order.index(f.name) if f.name in order else len(order))
+        for field_ in fields:
+            if field_.name in self.hidden_in_list:
+                field_.exclude_from_list = True
+        self.fields = fields
         self._editable = editable
         columns = {column.name for column in visible_columns(table)}
         if default_sort is None:
@@ -239,6 +247,10 @@ class TableView(ModelView):
 
     def can_edit(self, request: Request) -> bool:
         return self._editable
+
+    def can_import(self, request: Request) -> bool:
+        # An import would write rows past the audit trail.
+        return False
 
     def get_search_query(self, request: Request, term: str) -> Any:
         # Keys are searched too, so a pasted id finds its row.
@@ -294,6 +306,10 @@ class TableView(ModelView):
 
 
 class AuditLogView(TableView):
+    # When and what changed come first; the entry's own id only on its page.
+    field_order = ("created_at", "table_name", "row_id", "action", "before", "after")
+    hidden_in_list = frozenset({"id"})
+
     def __init__(self) -> None:
         super().__init__(
             AdminAuditLog, label="Audit log", icon="fa fa-clipboard-list", editable=False
@@ -384,6 +400,9 @@ class QueueJobsView(ModelView):
         return False
 
     def can_delete(self, request: Request) -> bool:
+        return False
+
+    def can_import(self, request: Request) -> bool:
         return False
 
     def get_list_query(self, request: Request) -> Any:

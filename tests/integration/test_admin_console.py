@@ -156,6 +156,13 @@ async def test_editing_a_row_writes_an_audit_entry_with_before_and_after(api, ad
 
         log = await client.get("/admin/audit-log/list")
         assert "New title" in log.text and "Old title" in log.text
+        # Imports would write past the audit trail: refused.
+        imported = await client.post(
+            "/admin/_api/conversation/import",
+            headers={"X-CSRFToken": client.cookies["starlette_admin_csrftoken"]},
+            files={"file": ("rows.csv", b"id,title\n" + str(conversation).encode() + b",X\n")},
+        )
+        assert imported.status_code in (400, 403)
 
     [row] = await execute(
         "select title, title_edited from conversations where id = :id", id=conversation
