@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from carmenta.admin.models import AdminAuditLog
 from carmenta.auth.models import (
     AuthSession,
     LoginThrottle,
@@ -21,6 +22,7 @@ from carmenta.users.models import DeletedAccount, User
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AdminAuditLog",
     "AuthSession",
     "LoginThrottle",
     "PasswordCredential",

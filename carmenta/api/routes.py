@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from carmenta.admin.console import BASE_URL as ADMIN_URL
+from carmenta.admin.console import AdminGate
 from carmenta.api import auth, connections, provider_webhooks, uploads
 from carmenta.api.clerk_webhooks import clerk_webhook
 from carmenta.api.file_objects import serve_object
@@ -13,6 +15,7 @@ from carmenta.files import service as files_service  # noqa: F401  (account clea
 
 
 def build_api() -> Starlette:
+    admin_gate = AdminGate()
     return Starlette(
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
@@ -26,5 +29,7 @@ def build_api() -> Starlette:
             Route("/files/upload", uploads.upload_file, methods=["POST"]),
             Route("/files/{file_id}/replace", uploads.replace_file, methods=["POST"]),
             Route("/files/object/{key:path}", serve_object, methods=["GET", "HEAD"]),
+            Route(ADMIN_URL, admin_gate.entry, methods=["GET", "HEAD"]),
+            Mount(ADMIN_URL, app=admin_gate, name="admin"),
         ]
     )

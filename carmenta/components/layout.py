@@ -53,6 +53,13 @@ def user_menu() -> rx.Component:
             ),
             rx.menu.separator(),
             rx.menu.item("Account", on_select=rx.redirect("/account")),
+            # The console is a server page, not a Reflex route: a full page load.
+            rx.cond(
+                SessionState.is_admin,
+                rx.menu.item(
+                    "Admin", on_select=rx.call_script("window.location.assign('/admin/')")
+                ),
+            ),
             rx.menu.item("Sign out", on_select=SessionState.sign_out, color_scheme="red"),
         ),
     )

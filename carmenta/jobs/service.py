@@ -269,3 +269,62 @@ async def cancel_job(
         return await job_app.job_manager.cancel_job_by_id_async(
             job_id, abort=True, connection=connection
         )
+
+
+# Operators (the admin console) act on any job, whoever it is for; callers check
+# that the person is an admin before calling these.
+
+
+class JobActionError(CarmentaError):
+    """A job cannot take this action in its current state."""
+
+
+async def _queue_row(session: AsyncSession, job_id: int) -> Any:
+    result = await session.exec(
+        text(
+            "select id, status::text as status, attempts from procrastinate_jobs"
+            " where id = :job_id for update"
+        ),
+        params={"job_id": job_id},
+    )
+    return result.mappings().first()
+
+
+async def retry_failed_job(*, session: AsyncSession, job_id: int) -> None:
+    """Put a failed (or cancelled) job back in the queue to run again now."""
+    row = await _queue_row(session, job_id)
+    if row is None:
+        raise JobActionError(f"there is no job {job_id}")
+    if row["status"] not in ("failed", "cancelled", "aborted"):
+        raise JobActionError(
+            f"job {job_id} is {job_status(row['status']).value}; only failed or cancelled"
+            " jobs can be retried"
+        )
+    await session.exec(
+        text(
+            "update procrastinate_jobs set status = 'todo', abort_requested = false,"
+            " scheduled_at = now(), attempts = attempts + 1 where id = :job_id"
+        ),
+        params={"job_id": job_id},
+    )
+    await session.exec(
+        text(
+            "update job_progress set percent = 0, message = null, result = null,"
+            " updated_at = now() where job_id = :job_id"
+        ),
+        params={"job_id": job_id},
+    )
+
+
+async def cancel_any_job(*, session: AsyncSession, job_id: int) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    row = await _queue_row(session, job_id)
+    if row is None:
+        raise JobActionError(f"there is no job {job_id}")
+    if row["status"] not in ("todo", "doing"):
+        raise JobActionError(
+            f"job {job_id} is {job_status(row['status']).value}; only queued or running"
+            " jobs can be cancelled"
+        )
+    connection = await _driver_connection(session)
+    await job_app.job_manager.cancel_job_by_id_async(job_id, abort=True, connection=connection)

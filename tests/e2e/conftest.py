@@ -24,6 +24,8 @@ from tests.oidc_mock import OidcPeer, running_oidc_provider
 
 # The model the app is given, served by the local stand-in of an OpenAI-compatible API.
 E2E_MODEL = "gpt-4.1-mini"
+# Signing up with this address makes an admin (the app reads ADMIN_EMAILS).
+E2E_ADMIN_EMAIL = "e2e-admin@example.com"
 ECHO_WORD_SECONDS = 0.06
 
 
@@ -109,6 +111,7 @@ def app_server(
             "PORT": str(port),
             "PUBLIC_URL": f"http://localhost:{port}",
             "CARMENTA_ENV": "development",
+            "ADMIN_EMAILS": E2E_ADMIN_EMAIL,
             "OIDC_ISSUER": oidc_provider.url,
             "OIDC_CLIENT_ID": oidc_provider.client_id,
             "OIDC_CLIENT_SECRET": oidc_provider.client_secret,
