@@ -40,6 +40,7 @@ from carmenta.auth.models import AuthSession, LoginThrottle, PasswordCredential,
 from carmenta.auth.service import AuthenticatedUser
 from carmenta.connections.models import ConnectionEvent, OAuthState, ServiceConnection
 from carmenta.conversations.models import Conversation, Message
+from carmenta.exports.models import DataExport
 from carmenta.files.models import StoredFile
 from carmenta.files.storage import load_url_secret
 from carmenta.jobs.models import JobProgress
@@ -144,6 +145,7 @@ def build_console(settings: Settings) -> Admin:
                 TableView(Memory, label="Memories"),
                 TableView(StoredFile, label="Files", icon="fa fa-file"),
                 TableView(FileKnowledge, label="Files in knowledge"),
+                TableView(DataExport, label="Data exports"),
             ],
         )
     )
