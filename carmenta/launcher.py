@@ -169,6 +169,9 @@ def serve(settings: Settings) -> None:
 def run() -> None:
     os.chdir(PROJECT_ROOT)
     settings = load_settings()
+    from carmenta.observability.logs import configure_logging
+
+    configure_logging(settings)
     refuse_unsafe_production(settings)
     ensure_port_free(settings.bind_host, settings.port)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

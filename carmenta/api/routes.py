@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.applications import Starlette
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from carmenta.api import auth, connections, provider_webhooks, uploads
 from carmenta.api.clerk_webhooks import clerk_webhook
 from carmenta.api.file_objects import serve_object
 from carmenta.api.health import health
 from carmenta.files import service as files_service  # noqa: F401  (account cleanup hook)
+from carmenta.observability.metrics import metrics_endpoint
+from carmenta.observability.requests import RequestObserver
 
 
 def build_api() -> Starlette:
     return Starlette(
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/auth/session", auth.create_session_cookie, methods=["POST"]),
             Route("/auth/sign-out", auth.sign_out, methods=["POST"]),
             Route("/webhooks/clerk", clerk_webhook, methods=["POST"]),
@@ -28,3 +34,9 @@ def build_api() -> Starlette:
             Route("/files/object/{key:path}", serve_object, methods=["GET", "HEAD"]),
         ]
     )
+
+
+def observe_requests(api: Starlette) -> Callable[[ASGIApp], ASGIApp]:
+    """Wraps the whole backend: request ids, access logs and metrics by `api`'s routes."""
+    routes = list(api.routes)
+    return lambda backend: RequestObserver(backend, routes=routes)
