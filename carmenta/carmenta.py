@@ -5,12 +5,13 @@ from contextlib import asynccontextmanager
 
 import reflex as rx
 
-from carmenta.api.routes import build_api
+from carmenta.api.routes import build_api, observe_requests
 from carmenta.chat import service as chat_service
 from carmenta.chat.lifespan import chat_lifespan
 from carmenta.components.layout import PAGES
 from carmenta.components.theme import GLOBAL_STYLE
 from carmenta.jobs.worker import inline_worker_lifespan, stop_inline_worker
+from carmenta.observability.lifespan import logging_lifespan
 from carmenta.pages import (  # noqa: F401  (registers the pages)
     account,
     chat,
@@ -24,10 +25,12 @@ from carmenta.pages import (  # noqa: F401  (registers the pages)
     sign_up,
 )
 
+api = build_api()
 app = rx.App(
     style=GLOBAL_STYLE,
     stylesheets=["/app.css"],
-    api_transformer=build_api(),
+    # The machine routes in front of Reflex's own, all of it observed (ids, logs, metrics).
+    api_transformer=[api, observe_requests(api)],
     head_components=[rx.el.link(rel="icon", href="/favicon.svg", type="image/svg+xml")],
 )
 
@@ -38,6 +41,8 @@ for spec in PAGES:
 
 app.add_page(not_found.not_found, route="/404", title="Not found · Carmenta")
 
+# Each server process logs through the one configuration (LOG_FORMAT, redaction).
+app.register_lifespan_task(logging_lifespan)
 # With JOB_WORKER=inline (the embedded default) jobs run inside this process.
 app.register_lifespan_task(inline_worker_lifespan)
 # Replies: interrupted ones recorded at start, ones in flight saved at shutdown.

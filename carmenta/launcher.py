@@ -25,6 +25,20 @@ from carmenta.settings import PROJECT_ROOT, Settings, get_settings, reset_settin
 logger = logging.getLogger("carmenta")
 
 
+def announce(message: str) -> None:
+    """Tell the person at the terminal; with LOG_FORMAT=json it is a log record instead."""
+    from carmenta.settings import LogFormat
+
+    try:
+        as_log = get_settings().log_format is LogFormat.json
+    except ValidationError:
+        as_log = False
+    if as_log:
+        logger.info(" ".join(message.split()))
+    else:
+        print(message, flush=True)
+
+
 def load_settings() -> Settings:
     reset_settings_cache()
     try:
@@ -137,9 +151,7 @@ def database(settings: Settings) -> Iterator[str]:
 
     from carmenta.embedded_postgres import start_embedded_postgres
 
-    print(
-        f"Starting the embedded PostgreSQL (data in {settings.embedded_postgres_dir})…", flush=True
-    )
+    announce(f"Starting the embedded PostgreSQL (data in {settings.embedded_postgres_dir})…")
     embedded = start_embedded_postgres(settings.embedded_postgres_dir)
     url = embedded.url()
     os.environ["DATABASE_URL"] = url
@@ -148,7 +160,7 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
     finally:
         embedded.stop()
-        print("Stopped the embedded PostgreSQL.", flush=True)
+        announce("Stopped the embedded PostgreSQL.")
 
 
 def migrate(url: str) -> None:
@@ -156,7 +168,7 @@ def migrate(url: str) -> None:
 
     pending = pending_revisions(url)
     if pending:
-        print(f"Applying {len(pending)} database migration(s)…", flush=True)
+        announce(f"Applying {len(pending)} database migration(s)…")
         upgrade_to_head(url)
 
 
@@ -167,7 +179,7 @@ def _announce_when_ready(url: str, port: int, stop: threading.Event) -> None:
         try:
             with urllib.request.urlopen(health_url, timeout=2) as response:  # noqa: S310
                 if response.status == 200:
-                    print(f"\n  Carmenta is ready: {url}\n  Press Ctrl-C to stop.\n", flush=True)
+                    announce(f"\n  Carmenta is ready: {url}\n  Press Ctrl-C to stop.\n")
                     return
         except (urllib.error.URLError, OSError):
             pass
@@ -211,6 +223,9 @@ def serve(settings: Settings) -> None:
 def run() -> None:
     os.chdir(PROJECT_ROOT)
     settings = load_settings()
+    from carmenta.observability.logs import configure_logging
+
+    configure_logging(settings)
     refuse_unsafe_production(settings)
     ensure_port_free(settings.bind_host, settings.port)
     if settings.redis_url is not None:

@@ -30,6 +30,11 @@ class JobWorkerMode(StrEnum):
     external = "external"
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
 # Offered when ANTHROPIC_API_KEY (or a person's Anthropic key) is set and
 # ANTHROPIC_MODELS is not; OpenAI's likewise for OPENAI_API_KEY without a base URL.
 DEFAULT_ANTHROPIC_MODELS = ("claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5")
@@ -50,6 +55,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # A variable set to nothing (a blank prompt on a hosting dashboard) means unset.
+        env_ignore_empty=True,
     )
 
     carmenta_env: Environment = Environment.development
@@ -69,6 +76,10 @@ class Settings(BaseSettings):
     job_worker_concurrency: int = Field(default=4, ge=1, le=64)
 
     log_level: str = "info"
+    # text: readable lines for a terminal; json: one object per line for a log service.
+    log_format: LogFormat = LogFormat.text
+    # Bearer token of GET /metrics (Prometheus); unset: the endpoint does not exist.
+    metrics_token: SecretStr | None = None
 
     # Several instances behind one load balancer share the page state through Redis
     # (redis://, rediss:// or unix://). Unset: each process keeps its own.
@@ -223,7 +234,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("anthropic_api_key", "openai_api_key", mode="before")
+    @field_validator("anthropic_api_key", "openai_api_key", "metrics_token", mode="before")
     @classmethod
     def _blank_key_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -16,6 +16,7 @@ from carmenta.auth import builtin
 from carmenta.auth import keys as auth_keys
 from carmenta.auth.tokens import InvalidTokenError, TokenVerifier
 from carmenta.knowledge import service as knowledge_service
+from carmenta.observability import logs
 from carmenta.settings import Settings
 from carmenta.users import service as users_service
 
@@ -72,6 +73,16 @@ def _display_name(email: str | None, name: str | None) -> str | None:
 
 
 async def authenticate(
+    *, session: AsyncSession, settings: Settings, token: str | None
+) -> AuthenticatedUser | None:
+    user = await _verified_user(session=session, settings=settings, token=token)
+    if user is not None:
+        # Log lines of the request (or event) being served name who made it, by id only.
+        logs.bind(user_id=str(user.user_id))
+    return user
+
+
+async def _verified_user(
     *, session: AsyncSession, settings: Settings, token: str | None
 ) -> AuthenticatedUser | None:
     if not token:

@@ -47,6 +47,7 @@ from carmenta.conversations.models import MessageStatus
 from carmenta.db import session_scope
 from carmenta.errors import CarmentaError
 from carmenta.knowledge.embeddings import Embedder, get_embedder
+from carmenta.observability import metrics
 from carmenta.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ class LiveReply:
     status: str = MessageStatus.streaming.value
     error: str | None = None
     version: int = 0
-    # Monotonic time of the first text, for measuring time to first token.
+    # Monotonic times of the start and the first text, for measuring time to first token.
+    started_at: float = field(default_factory=time.monotonic)
     first_text_at: float | None = None
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task | None = None
@@ -319,6 +321,7 @@ class ChatEngine:
             details=dict(reply.details),
         )
         self._live[reply.id] = live
+        metrics.chat_stream_started()
         live.task = asyncio.create_task(
             self._write(
                 live, user_name=user_name, first_message=first_message, confirmation=confirmation
@@ -480,6 +483,7 @@ class ChatEngine:
             if autosave is not None:
                 autosave.cancel()
             self._live.pop(live.message_id, None)
+            metrics.chat_stream_ended(live.status)
 
     async def _autosave(self, live: LiveReply) -> None:
         """Save what has arrived every SAVE_INTERVAL_SECONDS, even while the model pauses."""
@@ -730,6 +734,7 @@ class ChatEngine:
             return
         if live.first_text_at is None and piece.strip():
             live.first_text_at = time.monotonic()
+            metrics.chat_first_token(live.first_text_at - live.started_at)
         live.content += piece
         await live.publish()
 

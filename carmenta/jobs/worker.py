@@ -51,6 +51,7 @@ from carmenta.jobs.queue import (
 )
 from carmenta.jobs.service import record_result
 from carmenta.jobs.tasks import recover_stalled_jobs
+from carmenta.observability.logs import configure_logging, log_context
 from carmenta.settings import JobWorkerMode, get_settings
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,9 @@ async def _track_job(
 ) -> Any:
     """Every job: store its result when it succeeds; mark shutdown interruptions."""
     try:
-        result = await call_next()
+        # Lines the job logs say which job (and task) they came from.
+        with log_context(job_id=str(context.job.id), job_task=context.job.task_name):
+            result = await call_next()
     except (asyncio.CancelledError, JobAborted) as error:
         if context.abort_reason() is AbortReason.SHUTDOWN:
             raise JobInterruptedByShutdown(
@@ -273,20 +276,10 @@ def _explain_database_error(error: Exception) -> CarmentaError:
     )
 
 
-def _configure_logging() -> None:
-    if logging.getLogger().handlers:
-        return  # the launcher (or a test) already chose where logs go
-    level = logging.getLevelName(get_settings().log_level.upper())
-    logging.basicConfig(
-        level=level if isinstance(level, int) else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main() -> None:
     """`python -m carmenta worker`: run jobs until SIGTERM or SIGINT."""
-    _configure_logging()
     settings = get_settings()
+    configure_logging(settings)
     logger.info(
         "job worker starting (concurrency %s, process %s)",
         settings.job_worker_concurrency,

@@ -1,0 +1,1 @@
+"""Logs and metrics: one logging set-up for app and workers, request tracking, Prometheus."""

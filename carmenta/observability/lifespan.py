@@ -1,0 +1,17 @@
+"""Reflex lifespan task: each server process logs through `configure_logging`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from carmenta.observability.logs import configure_logging
+from carmenta.settings import get_settings
+
+
+@asynccontextmanager
+async def logging_lifespan() -> AsyncIterator[None]:
+    # Worker processes re-apply the server's own logging set-up when they start; this
+    # runs after it, so the server's lines follow LOG_FORMAT and pass the redaction.
+    configure_logging(get_settings())
+    yield
