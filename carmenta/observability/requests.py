@@ -67,11 +67,17 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, *, routes: Iterable[BaseRoute] = ()) -> None:
         self.app = app
         # Only the machine routes: Reflex is mounted at "" beside them and matches anything.
-        self.routes = [route for route in routes if isinstance(route, Route)]
+        self.observed_routes = [route for route in routes if isinstance(route, Route)]
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        # Starlette's url_for walks mounted apps through `.routes`; this wrapper must not
+        # hide the wrapped app's (the admin console builds its links that way).
+        return list(getattr(self.app, "routes", []))
 
     def route_of(self, scope: Scope) -> str:
         """The route template (`/connections/{provider}/callback`), never the raw path."""
-        for route in self.routes:
+        for route in self.observed_routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return route.path
