@@ -332,8 +332,13 @@ async def gather_sources(
     embedder: Embedder,
     budget_tokens: int,
     attachments: list[Attachment],
+    parallel_search: bool = False,
 ) -> tuple[list[ContextSource], list[ContextSource], list[ContextSource], list[ContextSource]]:
-    """Profile, memories, documents and file text, each trimmed to its share."""
+    """Profile, memories, documents and file text, each trimmed to its share.
+
+    `parallel_search` lets the document search read on a second connection (see
+    `hybrid_search`): only for a session that has written no documents of its own.
+    """
     profile_budget = int(budget_tokens * PROFILE_SHARE)
     memory_budget = int(budget_tokens * MEMORY_SHARE)
     file_budget = int(budget_tokens * FILE_SHARE) if attachments else 0
@@ -410,6 +415,7 @@ async def gather_sources(
             embedder=embedder,
             subtree="knowledge",
             limit=MAX_DOCUMENTS,
+            parallel=parallel_search,
         )
         per_document = max(200, remaining // max(1, len(hits)))
         for hit in hits:
@@ -447,6 +453,7 @@ async def plan_reply(
     credentials_for: Any,
     user_name: str | None = None,
     now: datetime | None = None,
+    parallel_search: bool = False,
 ) -> ReplyPlan:
     """Assemble the context for answering the conversation's last user message.
 
@@ -483,6 +490,7 @@ async def plan_reply(
         embedder=embedder,
         budget_tokens=budget,
         attachments=attachments,
+        parallel_search=parallel_search,
     )
     system = _system_prompt(
         user_name=user_name,

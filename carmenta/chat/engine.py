@@ -536,6 +536,8 @@ class ChatEngine:
                 options=options,
                 credentials_for=credentials_for,
                 user_name=user_name,
+                # This session writes no documents: the search may read on a second connection.
+                parallel_search=True,
             )
 
     async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:

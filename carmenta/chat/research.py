@@ -241,6 +241,7 @@ async def run_research(
                     embedder=embedder,
                     budget_tokens=settings.context_token_budget,
                     attachments=[],
+                    parallel_search=True,
                 )
             finding = Finding(
                 facet=facet, sources=[*documents, *memories, *files][:SOURCES_PER_FACET]

@@ -6,12 +6,14 @@ request waits; only the short query is embedded at search time.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.knowledge.embeddings import Embedder
@@ -21,6 +23,11 @@ from carmenta.knowledge.search import SearchHit, clean_query, search_documents
 # Reciprocal rank fusion constant: damps the weight of the very first ranks.
 RRF_K = 60
 EMBED_BATCH = 32
+
+
+def _engine_of(session: AsyncSession) -> AsyncEngine:
+    bind = session.bind
+    return bind if isinstance(bind, AsyncEngine) else bind.engine
 
 
 def _vector_literal(vector: np.ndarray) -> str:
@@ -161,22 +168,55 @@ async def hybrid_search(
     embedder: Embedder,
     subtree: str | None = None,
     limit: int = 10,
+    parallel: bool = False,
 ) -> list[HybridHit]:
-    """Full-text and semantic results merged by reciprocal rank fusion."""
+    """Full-text and semantic results merged by reciprocal rank fusion.
+
+    The query is embedded while the full-text search runs. With `parallel` the
+    semantic search also runs meanwhile, on a second connection from the session's
+    engine; that connection sees committed rows only, so pass it only when the
+    caller's transaction has written no documents or chunks of its own.
+    """
     cleaned = clean_query(query)
     if not cleaned:
         return []
-    text_hits: list[SearchHit] = await search_documents(
-        session=session, owner_id=owner_id, query=cleaned, subtree=subtree, limit=limit * 2
-    )
-    query_vector = (await embedder.embed_async([cleaned]))[0]
-    semantic_hits = await semantic_search(
-        session=session,
-        owner_id=owner_id,
-        query_vector=query_vector,
-        subtree=subtree,
-        limit=limit * 2,
-    )
+
+    async def embedded() -> np.ndarray:
+        return (await embedder.embed_async([cleaned]))[0]
+
+    async def semantic_apart() -> list[SemanticHit]:
+        query_vector = await embedding
+        async with AsyncSession(bind=_engine_of(session), expire_on_commit=False) as apart:
+            return await semantic_search(
+                session=apart,
+                owner_id=owner_id,
+                query_vector=query_vector,
+                subtree=subtree,
+                limit=limit * 2,
+            )
+
+    embedding = asyncio.ensure_future(embedded())
+    semantic_task = asyncio.ensure_future(semantic_apart()) if parallel else None
+    try:
+        text_hits: list[SearchHit] = await search_documents(
+            session=session, owner_id=owner_id, query=cleaned, subtree=subtree, limit=limit * 2
+        )
+        if semantic_task is not None:
+            semantic_hits = await semantic_task
+        else:
+            semantic_hits = await semantic_search(
+                session=session,
+                owner_id=owner_id,
+                query_vector=await embedding,
+                subtree=subtree,
+                limit=limit * 2,
+            )
+    finally:
+        # A failure on one side stops the other; nothing is left running unawaited.
+        tasks = [task for task in (embedding, semantic_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     fused: dict[uuid.UUID, dict] = {}
     for rank, hit in enumerate(text_hits):
         entry = fused.setdefault(

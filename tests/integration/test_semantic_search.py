@@ -114,3 +114,45 @@ async def test_hybrid_search_fuses_text_and_meaning_for_one_user_only(session):
         )
         == []
     )
+
+
+async def test_hybrid_search_in_parallel_finds_what_it_finds_in_sequence(async_engine):
+    # The parallel side reads on a second connection, so the library is committed.
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    async with AsyncSession(async_engine, expire_on_commit=False) as writer:
+        owner, stranger = await _user(writer), await _user(writer)
+        garden, car, trip = await _library(writer, owner)
+        await create_document(
+            session=writer,
+            owner_id=stranger,
+            parent_path=None,
+            title="Tomato secrets",
+            content="Stranger's tomatoes and their watering schedule.",
+        )
+        await writer.commit()
+    try:
+        async with AsyncSession(async_engine) as writer:
+            await _embed_all(writer)
+            await writer.commit()
+        results = {}
+        for parallel in (False, True):
+            async with AsyncSession(async_engine) as reader:
+                results[parallel] = await hybrid_search(
+                    session=reader,
+                    owner_id=owner,
+                    query="watering tomatoes",
+                    embedder=get_local_embedder(),
+                    parallel=parallel,
+                )
+        assert results[True] == results[False]
+        assert results[True][0].id == garden.id
+        assert set(results[True][0].found_by) == {"text", "semantic"}
+        assert {hit.id for hit in results[True]} <= {garden.id, car.id, trip.id}
+    finally:
+        async with AsyncSession(async_engine) as cleaner:
+            await cleaner.execute(
+                text("delete from users where id in (:owner, :stranger)"),
+                {"owner": owner, "stranger": stranger},
+            )
+            await cleaner.commit()
