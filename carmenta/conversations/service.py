@@ -390,7 +390,9 @@ async def previous_user_message(
 
 async def _touch(session: AsyncSession, conversation_id: uuid.UUID) -> None:
     await session.execute(
-        text("update conversations set last_activity_at = now() where id = :id"),
+        # The clock, not the transaction's start: several messages in one transaction
+        # still order the conversations by the last of them.
+        text("update conversations set last_activity_at = clock_timestamp() where id = :id"),
         {"id": conversation_id},
     )
 

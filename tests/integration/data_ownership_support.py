@@ -94,6 +94,15 @@ async def seed_everything(client: httpx.AsyncClient, spec: ProviderSpec) -> Seed
             ),
             {"owner": owner, "content": MEMORY},
         )
+        # An admin once edited this person's conversation: the audit entry is theirs too.
+        await session.execute(
+            text(
+                "insert into admin_audit_log (owner_id, table_name, row_id, action, before,"
+                " after) values (:owner, 'conversations', :row, 'edit',"
+                " '{\"title\": \"Old\"}'::jsonb, '{\"title\": \"Garden plans\"}'::jsonb)"
+            ),
+            {"owner": owner, "row": str(conversation.id)},
+        )
         await file_documents.add_file_to_knowledge(session=session, owner_id=owner, file_id=file_id)
         await connections_service.save_oauth_connection(
             session=session,

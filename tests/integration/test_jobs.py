@@ -389,6 +389,7 @@ def test_maintenance_tasks_are_scheduled():
         "files.sweep_orphans": "23 * * * *",
         "knowledge.embed_chunks": "* * * * *",
         "chat.interrupt_stale_replies": "* * * * *",
+        "exports.purge_expired": "41 * * * *",
     }
     assert job_app.tasks["maintenance.retry_stalled_jobs"].queueing_lock
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+from sqlalchemy import text
 
 from carmenta.chat.llm import ModelCredentials, ModelOption
 from carmenta.db import dispose_engine, session_scope
@@ -176,6 +177,13 @@ async def offline_env(monkeypatch, database_url) -> AsyncIterator[None]:
 
 @pytest.fixture
 async def worker(database_url) -> AsyncIterator[None]:
+    # Exchanges written by other tests queue extraction jobs nobody ran; this test's
+    # scripted model answer is for its own job only.
+    async with session_scope() as session:
+        await session.execute(
+            text("delete from procrastinate_jobs where queue_name = 'memory' and status = 'todo'")
+        )
+        await session.commit()
     task = asyncio.create_task(run_worker(concurrency=1, queues=["memory"]))
     yield
     task.cancel()

@@ -16,7 +16,7 @@ from carmenta.jobs.service import JobStatus, cancel_job, get_job
 from carmenta.jobs.worker import run_worker
 from carmenta.knowledge import service as knowledge
 from carmenta.knowledge.embeddings import get_local_embedder
-from carmenta.knowledge.semantic import embed_pending_chunks
+from carmenta.knowledge.semantic import embed_pending_chunks, pending_chunks
 
 pytestmark = pytest.mark.usefixtures("database_url")
 
@@ -47,9 +47,13 @@ async def _owner_with_notes() -> tuple[uuid.UUID, uuid.UUID]:
             session=session, owner_id=owner, model="offline"
         )
         await session.commit()
-    async with session_scope() as session:
-        await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=1000)
-        await session.commit()
+    # Other tests' chunks may be waiting too: embed until this owner's are done.
+    while True:
+        async with session_scope() as session:
+            if not await pending_chunks(session=session, owner_id=owner):
+                break
+            await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=500)
+            await session.commit()
     return owner, conversation.id
 
 
