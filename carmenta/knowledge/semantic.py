@@ -149,22 +149,32 @@ async def hybrid_search(
     embedder: Embedder,
     subtree: str | None = None,
     limit: int = 10,
+    query_vector: np.ndarray | None = None,
+    semantic: bool = True,
 ) -> list[HybridHit]:
-    """Full-text and semantic results merged by reciprocal rank fusion."""
+    """Full-text and semantic results merged by reciprocal rank fusion.
+
+    `query_vector` is the cleaned query already embedded by a caller that needs it
+    elsewhere too; `semantic=False` when the caller knows none of the owner's chunks is
+    embedded, which saves embedding the query for a search that cannot find anything.
+    """
     cleaned = clean_query(query)
     if not cleaned:
         return []
     text_hits: list[SearchHit] = await search_documents(
         session=session, owner_id=owner_id, query=cleaned, subtree=subtree, limit=limit * 2
     )
-    query_vector = (await embedder.embed_async([cleaned]))[0]
-    semantic_hits = await semantic_search(
-        session=session,
-        owner_id=owner_id,
-        query_vector=query_vector,
-        subtree=subtree,
-        limit=limit * 2,
-    )
+    semantic_hits: list[SemanticHit] = []
+    if semantic:
+        if query_vector is None:
+            query_vector = (await embedder.embed_async([cleaned]))[0]
+        semantic_hits = await semantic_search(
+            session=session,
+            owner_id=owner_id,
+            query_vector=query_vector,
+            subtree=subtree,
+            limit=limit * 2,
+        )
     fused: dict[uuid.UUID, dict] = {}
     for rank, hit in enumerate(text_hits):
         entry = fused.setdefault(
