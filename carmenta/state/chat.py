@@ -262,11 +262,20 @@ class ChatState(SessionState):
             return
         engine = chat_service.get_engine()
         last_frame = 0.0
+        text_shown = False
         async for snapshot in engine.follow(owner_id=owner, message_id=uuid.UUID(message_id)):
             now = time.monotonic()
-            if snapshot.status == "streaming" and now - last_frame < FRAME_SECONDS:
+            # The first words go out at once (the frame before them is often only the
+            # reply's header); after that, at most one frame per FRAME_SECONDS.
+            first_words = bool(snapshot.content) and not text_shown
+            if (
+                snapshot.status == "streaming"
+                and now - last_frame < FRAME_SECONDS
+                and not first_words
+            ):
                 continue
             last_frame = now
+            text_shown = text_shown or bool(snapshot.content)
             async with self:
                 self._apply(snapshot)
         async with self:
