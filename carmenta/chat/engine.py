@@ -400,8 +400,8 @@ class ChatEngine:
             live.details = {**live.details, **plan.details()}
             if plan.option is not None:
                 live.details["model_label"] = plan.option.label
-            await self._save(live)
             await live.publish()
+            # Its first save (the plan's details) runs beside the model call, not before it.
             autosave = asyncio.create_task(self._autosave(live))
             if plan.offline:
                 await self._write_offline(live, plan)
@@ -445,20 +445,21 @@ class ChatEngine:
             self._live.pop(live.message_id, None)
 
     async def _autosave(self, live: LiveReply) -> None:
-        """Save what has arrived every SAVE_INTERVAL_SECONDS, even while the model pauses."""
-        saved_version = live.version
+        """Save the reply now, then what has arrived every SAVE_INTERVAL_SECONDS, even
+        while the model pauses. A reply no longer `streaming` in the database (stopped
+        elsewhere, or deleted) ends its task."""
+        saved_version: int | None = None
         while True:
+            if live.version != saved_version:
+                saved_version = live.version
+                try:
+                    await self._save(live)
+                except _ReplyEnded:
+                    live.ended_elsewhere = True
+                    if live.task is not None:
+                        live.task.cancel()
+                    return
             await asyncio.sleep(SAVE_INTERVAL_SECONDS)
-            if live.version == saved_version:
-                continue
-            saved_version = live.version
-            try:
-                await self._save(live)
-            except _ReplyEnded:
-                live.ended_elsewhere = True
-                if live.task is not None:
-                    live.task.cancel()
-                return
 
     async def _await_attachments(self, live: LiveReply) -> None:
         """Files sent with the message are read (processed) before the reply uses them."""
@@ -476,26 +477,37 @@ class ChatEngine:
             await asyncio.sleep(0.4)
 
     async def _plan(self, live: LiveReply, *, user_name: str | None) -> ReplyPlan:
+        # Usually no file is still being read: then one session checks and plans.
+        async with session_scope() as session:
+            if not await attachments_still_processing(
+                session=session, owner_id=live.owner_id, conversation_id=live.conversation_id
+            ):
+                return await self._plan_in(session, live, user_name=user_name)
         await self._await_attachments(live)
         live.details.pop("preparing", None)
         async with session_scope() as session:
-            options = await self._models.options(session=session, owner_id=live.owner_id)
+            return await self._plan_in(session, live, user_name=user_name)
 
-            async def credentials_for(option: ModelOption) -> ModelCredentials:
-                return await self._models.credentials(
-                    session=session, owner_id=live.owner_id, option=option
-                )
+    async def _plan_in(
+        self, session: AsyncSession, live: LiveReply, *, user_name: str | None
+    ) -> ReplyPlan:
+        options = await self._models.options(session=session, owner_id=live.owner_id)
 
-            return await plan_reply(
-                session=session,
-                settings=self.settings,
-                owner_id=live.owner_id,
-                conversation_id=live.conversation_id,
-                embedder=self.embedder,
-                options=options,
-                credentials_for=credentials_for,
-                user_name=user_name,
+        async def credentials_for(option: ModelOption) -> ModelCredentials:
+            return await self._models.credentials(
+                session=session, owner_id=live.owner_id, option=option
             )
+
+        return await plan_reply(
+            session=session,
+            settings=self.settings,
+            owner_id=live.owner_id,
+            conversation_id=live.conversation_id,
+            embedder=self.embedder,
+            options=options,
+            credentials_for=credentials_for,
+            user_name=user_name,
+        )
 
     async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:
         async with session_scope() as session:
