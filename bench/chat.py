@@ -275,7 +275,13 @@ class LatencySample:
 
 
 def measure_latency(
-    *, app: RunningApp, model: ModelServer, sends: int, warmups: int, pause: float
+    *,
+    app: RunningApp,
+    model: ModelServer,
+    sends: int,
+    warmups: int,
+    pause: float,
+    verbose: bool = False,
 ) -> list[LatencySample]:
     from playwright.sync_api import expect, sync_playwright
 
@@ -339,6 +345,12 @@ def measure_latency(
             )
             if number >= warmups:
                 samples.append(sample)
+            if verbose:
+                print(
+                    f"  send {number}: keydown {keydown:.4f}, at the provider "
+                    f"{request.received_at:.4f}, its first byte {request.first_byte_at:.4f}, "
+                    f"in the DOM {first_token:.4f} (epoch seconds)"
+                )
         context.close()
         browser.close()
     return samples
@@ -654,6 +666,7 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-concurrency", action="store_true")
     parser.add_argument("--app-log", type=Path, help="write the app's output here (kept)")
+    parser.add_argument("--verbose", action="store_true", help="print each send's timeline")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # figures show as they come, even in a file
 
@@ -692,7 +705,12 @@ def main() -> None:
                 # The provider answers its first byte at once; the rest a word every 20 ms.
                 model.state.echo_delay = 0.02
                 samples = measure_latency(
-                    app=app, model=model, sends=args.sends, warmups=args.warmups, pause=args.pause
+                    app=app,
+                    model=model,
+                    sends=args.sends,
+                    warmups=args.warmups,
+                    pause=args.pause,
+                    verbose=args.verbose,
                 )
                 report_latency(samples)
             if not args.skip_concurrency:
