@@ -396,7 +396,7 @@ class ChatEngine:
     ) -> None:
         autosave: asyncio.Task | None = None
         try:
-            plan = await self._plan(live, user_name=user_name)
+            plan, offers = await self._plan(live, user_name=user_name)
             live.details = {**live.details, **plan.details()}
             if plan.option is not None:
                 live.details["model_label"] = plan.option.label
@@ -406,7 +406,7 @@ class ChatEngine:
             if plan.offline:
                 await self._write_offline(live, plan)
             else:
-                await self._write_with_model(live, plan, confirmation=confirmation)
+                await self._write_with_model(live, plan, offers, confirmation=confirmation)
             autosave.cancel()
             if live.status == MessageStatus.streaming.value:
                 if first_message is not None:
@@ -476,7 +476,10 @@ class ChatEngine:
                 await live.publish()
             await asyncio.sleep(0.4)
 
-    async def _plan(self, live: LiveReply, *, user_name: str | None) -> ReplyPlan:
+    async def _plan(
+        self, live: LiveReply, *, user_name: str | None
+    ) -> tuple[ReplyPlan, list[ToolOffer]]:
+        """The reply's context, and the tools offered to its model."""
         # Usually no file is still being read: then one session checks and plans.
         async with session_scope() as session:
             if not await attachments_still_processing(
@@ -490,7 +493,7 @@ class ChatEngine:
 
     async def _plan_in(
         self, session: AsyncSession, live: LiveReply, *, user_name: str | None
-    ) -> ReplyPlan:
+    ) -> tuple[ReplyPlan, list[ToolOffer]]:
         options = await self._models.options(session=session, owner_id=live.owner_id)
 
         async def credentials_for(option: ModelOption) -> ModelCredentials:
@@ -498,7 +501,7 @@ class ChatEngine:
                 session=session, owner_id=live.owner_id, option=option
             )
 
-        return await plan_reply(
+        plan = await plan_reply(
             session=session,
             settings=self.settings,
             owner_id=live.owner_id,
@@ -508,6 +511,10 @@ class ChatEngine:
             credentials_for=credentials_for,
             user_name=user_name,
         )
+        offers: list[ToolOffer] = []
+        if plan.option is not None and plan.option.tools and self._tools is not None:
+            offers = await self._tools.offers(session=session, owner_id=live.owner_id)
+        return plan, offers
 
     async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:
         async with session_scope() as session:
@@ -524,13 +531,14 @@ class ChatEngine:
                 await self._append(live, event.text)
 
     async def _write_with_model(
-        self, live: LiveReply, plan: ReplyPlan, *, confirmation: bool | None
+        self,
+        live: LiveReply,
+        plan: ReplyPlan,
+        offers: list[ToolOffer],
+        *,
+        confirmation: bool | None,
     ) -> None:
         assert plan.option is not None and plan.credentials is not None
-        offers: list[ToolOffer] = []
-        if plan.option.tools and self._tools is not None:
-            async with session_scope() as session:
-                offers = await self._tools.offers(session=session, owner_id=live.owner_id)
         by_name = {offer.spec.name: offer for offer in offers}
         rounds = _Round.from_json(live.details.pop("pending_turns", None) or [])
         if confirmation is not None:
