@@ -250,8 +250,11 @@ class ChatState(SessionState):
                 ConversationListState.reload,
             ]
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
-        follow = ChatState.poll_reply if self.research_mode else ChatState.follow_reply
-        return [follow, ConversationListState.reload]
+        if self.research_mode:
+            return [ChatState.poll_reply, ConversationListState.reload]
+        # The sidebar is reloaded once the first words are on screen (follow_reply): a
+        # reload queued here would hold this page's state while they wait.
+        return ChatState.follow_reply
 
     @rx.event(background=True)
     async def follow_reply(self):
@@ -275,9 +278,11 @@ class ChatState(SessionState):
             ):
                 continue
             last_frame = now
-            text_shown = text_shown or bool(snapshot.content)
             async with self:
                 self._apply(snapshot)
+            if first_words:
+                text_shown = True
+                yield ConversationListState.reload
         async with self:
             if self.conversation_id:
                 await self._refresh(owner, uuid.UUID(self.conversation_id))
