@@ -148,6 +148,17 @@ def throwaway_database() -> Iterator[str]:
         server.stop()
 
 
+def tree_cpu_seconds(process: psutil.Process) -> float:
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def tree_rss(process: psutil.Process) -> int:
     total = 0
     for member in [process, *process.children(recursive=True)]:
@@ -567,6 +578,7 @@ async def run_concurrency(
     await asyncio.sleep(1.0)
     idle = tree_rss(process)
     sampler = PeakSampler(process)
+    cpu_before = tree_cpu_seconds(process)
     with sampler:
         started = time.perf_counter()
         start.set()
@@ -586,6 +598,7 @@ async def run_concurrency(
             - started
         )
     after = tree_rss(process)
+    cpu = tree_cpu_seconds(process) - cpu_before
 
     complete = exact = 0
     problems: list[str] = []
@@ -636,6 +649,11 @@ async def run_concurrency(
     line("wall time, all sent -> last complete", f"{wall:.2f} s")
     ceiling = f" (the stand-in's pace allows {count * words / ideal:.0f})" if ideal else ""
     line("aggregate throughput", f"{tokens / wall:.0f} tokens/s{ceiling}")
+    line(
+        "app CPU time during the run",
+        f"{cpu:.1f} s ({cpu / wall * 100:.0f}% of one core), {cpu / count * 1000:.0f} ms a "
+        f"reply, {cpu / max(1, tokens) * 1e6:.0f} µs a token",
+    )
     line("first token seen by each follower", spread(first_texts))
     line("whole reply seen by each follower", spread(durations, "s"))
     line(
