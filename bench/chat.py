@@ -26,6 +26,7 @@ every figure: run it on a quiet machine for numbers to compare.
 
 Usage: .venv/bin/python bench/chat.py [--sends 40] [--warmups 3] [--conversations 50]
        [--reply-words 300] [--word-delay 0.01] [--skip-latency] [--skip-concurrency]
+       [--verbose (each send's timeline)] [--app-log PATH (keep the app's output)]
 Port: CHAT_BENCH_PORT (default 3947, or a free one); the interface build is reused
 while the port and the code stay the same. Uses DATABASE_URL's server when set (a new
 database on it), else the embedded PostgreSQL the tests use.
