@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from carmenta.errors import CarmentaError
@@ -275,7 +276,16 @@ def _arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--yes", action="store_true", help="confirm the deletion")
 
 
+def _one_blas_thread() -> None:
+    # The local embedding model multiplies small matrices (a message is a few dozen
+    # tokens): OpenBLAS' threads cost more than they give there, and far more on
+    # shared or busy CPUs, where a query's embedding took 5x longer with them. Read
+    # when numpy loads, so set before anything imports it; an operator's value wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _one_blas_thread()
     parser = argparse.ArgumentParser(prog="python -m carmenta", description="Carmenta")
     commands = parser.add_subparsers(dest="command", metavar="command")
     for name, (_, help_text) in COMMANDS.items():

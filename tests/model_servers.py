@@ -110,6 +110,10 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    # Epoch seconds (time.time(), comparable with other processes on this machine):
+    # when the request arrived, and when the first byte of its streamed answer went out.
+    received_at: float = 0.0
+    first_byte_at: float | None = None
 
 
 @dataclass
@@ -205,13 +209,17 @@ def echo_words(text: str) -> list[str]:
 
 
 def build_app(state: ModelServerState) -> Starlette:
-    async def record(request: Request, api: str) -> dict[str, Any]:
+    async def record(request: Request, api: str) -> RecordedRequest:
+        received_at = time.time()
         try:
             body = await request.json()
         except ValueError:
             body = {}
-        state.requests.append(RecordedRequest(api, request.url.path, dict(request.headers), body))
-        return body
+        recorded = RecordedRequest(
+            api, request.url.path, dict(request.headers), body, received_at=received_at
+        )
+        state.requests.append(recorded)
+        return recorded
 
     async def pace(reply: ScriptedReply | None, delay: float, stream: StreamRecord) -> None:
         stream.chunks_sent += 1
@@ -223,13 +231,15 @@ def build_app(state: ModelServerState) -> Starlette:
                 await asyncio.sleep(0.01)
 
     def tracked(
-        api: str, chunks: Callable[[StreamRecord], AsyncIterator[bytes]]
+        recorded: RecordedRequest, chunks: Callable[[StreamRecord], AsyncIterator[bytes]]
     ) -> StreamingResponse:
         async def body() -> AsyncIterator[bytes]:
-            record = StreamRecord(api)
+            record = StreamRecord(recorded.api)
             state.streams.append(record)
             try:
                 async for chunk in chunks(record):
+                    if recorded.first_byte_at is None:
+                        recorded.first_byte_at = time.time()
                     yield chunk
                 record.finished = True
             finally:
@@ -257,7 +267,8 @@ def build_app(state: ModelServerState) -> Starlette:
         )
 
     async def anthropic_messages(request: Request) -> Response:
-        body = await record(request, "anthropic")
+        recorded = await record(request, "anthropic")
+        body = recorded.body
         if (
             state.anthropic_key is not None
             and anthropic_key_of(request.headers) != state.anthropic_key
@@ -396,7 +407,7 @@ def build_app(state: ModelServerState) -> Starlette:
             )
             yield _sse("message_stop", {"type": "message_stop"})
 
-        return tracked("anthropic", chunks)
+        return tracked(recorded, chunks)
 
     # -- OpenAI ------------------------------------------------------------------------
 
@@ -418,7 +429,8 @@ def build_app(state: ModelServerState) -> Starlette:
         )
 
     async def openai_chat(request: Request) -> Response:
-        body = await record(request, "openai")
+        recorded = await record(request, "openai")
+        body = recorded.body
         if (
             state.openai_key is not None
             and request.headers.get("authorization") != f"Bearer {state.openai_key}"
@@ -548,7 +560,7 @@ def build_app(state: ModelServerState) -> Starlette:
                 )
             yield b"data: [DONE]\n\n"
 
-        return tracked("openai", chunks)
+        return tracked(recorded, chunks)
 
     # -- Model lists -------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from carmenta.files.storage.transform import NotRenderable, render_variant
 from carmenta.knowledge import semantic
 from carmenta.knowledge import service as knowledge
 from carmenta.knowledge.embeddings import Embedder
+from carmenta.knowledge.search import clean_query
 from carmenta.memory import service as memory
 from carmenta.settings import Settings
 
@@ -324,6 +325,50 @@ def _system_prompt(
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class QueryVectors:
+    """The message embedded once for memory recall and for document search."""
+
+    # Whether any of the owner's memories / document chunks is embedded at all.
+    memories: bool
+    chunks: bool
+    # The message as recall compares it, and cleaned as document search does.
+    recall: Any = None
+    search: Any = None
+
+
+async def embed_query(
+    *, session: AsyncSession, owner_id: uuid.UUID, query: str, embedder: Embedder
+) -> QueryVectors:
+    """One embedding pass for both searches, and none when nothing could match.
+
+    Embedding runs on the CPU before the model is asked, so it is most of the time to
+    the first token: the two texts (usually the same) are embedded together, and not
+    at all for a person with no embedded memories or documents.
+    """
+    found = (
+        await session.execute(
+            text(
+                "select exists(select 1 from memories where owner_id = :owner"
+                "   and embedding is not null) as memories,"
+                " exists(select 1 from document_chunks where owner_id = :owner"
+                "   and embedding is not null) as chunks"
+            ),
+            {"owner": owner_id},
+        )
+    ).one()
+    cleaned = clean_query(query)
+    wanted = ([query] if found.memories else []) + ([cleaned] if found.chunks and cleaned else [])
+    texts = list(dict.fromkeys(wanted))
+    vectors = dict(zip(texts, await embedder.embed_async(texts), strict=True)) if texts else {}
+    return QueryVectors(
+        memories=bool(found.memories),
+        chunks=bool(found.chunks),
+        recall=vectors.get(query) if found.memories else None,
+        search=vectors.get(cleaned) if found.chunks else None,
+    )
+
+
 async def gather_sources(
     *,
     session: AsyncSession,
@@ -360,11 +405,23 @@ async def gather_sources(
             )
         )
 
+    vectors = QueryVectors(memories=False, chunks=False)
+    if query.strip():
+        vectors = await embed_query(
+            session=session, owner_id=owner_id, query=query, embedder=embedder
+        )
+
     memories: list[ContextSource] = []
     used = 0
     if query.strip():
         for item in await memory.recall(
-            session=session, owner_id=owner_id, query=query, embedder=embedder, limit=MAX_MEMORIES
+            session=session,
+            owner_id=owner_id,
+            query=query,
+            embedder=embedder,
+            limit=MAX_MEMORIES,
+            query_vector=vectors.recall,
+            semantic=vectors.memories,
         ):
             cost = estimate_tokens(item.content)
             if used + cost > memory_budget:
@@ -416,6 +473,8 @@ async def gather_sources(
             subtree="knowledge",
             limit=MAX_DOCUMENTS,
             parallel=parallel_search,
+            query_vector=vectors.search,
+            semantic=vectors.chunks,
         )
         per_document = max(200, remaining // max(1, len(hits)))
         for hit in hits:

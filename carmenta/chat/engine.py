@@ -436,17 +436,17 @@ class ChatEngine:
     ) -> None:
         autosave: asyncio.Task | None = None
         try:
-            plan = await self._plan(live, user_name=user_name)
+            plan, offers = await self._plan(live, user_name=user_name)
             live.details = {**live.details, **plan.details()}
             if plan.option is not None:
                 live.details["model_label"] = plan.option.label
-            await self._save(live)
             await live.publish()
+            # Its first save (the plan's details) runs beside the model call, not before it.
             autosave = asyncio.create_task(self._autosave(live))
             if plan.offline:
                 await self._write_offline(live, plan)
             else:
-                await self._write_with_model(live, plan, confirmation=confirmation)
+                await self._write_with_model(live, plan, offers, confirmation=confirmation)
             autosave.cancel()
             if live.status == MessageStatus.streaming.value:
                 if first_message is not None:
@@ -486,20 +486,21 @@ class ChatEngine:
             metrics.chat_stream_ended(live.status)
 
     async def _autosave(self, live: LiveReply) -> None:
-        """Save what has arrived every SAVE_INTERVAL_SECONDS, even while the model pauses."""
-        saved_version = live.version
+        """Save the reply now, then what has arrived every SAVE_INTERVAL_SECONDS, even
+        while the model pauses. A reply no longer `streaming` in the database (stopped
+        elsewhere, or deleted) ends its task."""
+        saved_version: int | None = None
         while True:
+            if live.version != saved_version:
+                saved_version = live.version
+                try:
+                    await self._save(live)
+                except _ReplyEnded:
+                    live.ended_elsewhere = True
+                    if live.task is not None:
+                        live.task.cancel()
+                    return
             await asyncio.sleep(SAVE_INTERVAL_SECONDS)
-            if live.version == saved_version:
-                continue
-            saved_version = live.version
-            try:
-                await self._save(live)
-            except _ReplyEnded:
-                live.ended_elsewhere = True
-                if live.task is not None:
-                    live.task.cancel()
-                return
 
     async def _await_attachments(self, live: LiveReply) -> None:
         """Files sent with the message are read (processed) before the reply uses them."""
@@ -516,29 +517,47 @@ class ChatEngine:
                 await live.publish()
             await asyncio.sleep(0.4)
 
-    async def _plan(self, live: LiveReply, *, user_name: str | None) -> ReplyPlan:
+    async def _plan(
+        self, live: LiveReply, *, user_name: str | None
+    ) -> tuple[ReplyPlan, list[ToolOffer]]:
+        """The reply's context, and the tools offered to its model."""
+        # Usually no file is still being read: then one session checks and plans.
+        async with session_scope() as session:
+            if not await attachments_still_processing(
+                session=session, owner_id=live.owner_id, conversation_id=live.conversation_id
+            ):
+                return await self._plan_in(session, live, user_name=user_name)
         await self._await_attachments(live)
         live.details.pop("preparing", None)
         async with session_scope() as session:
-            options = await self._models.options(session=session, owner_id=live.owner_id)
+            return await self._plan_in(session, live, user_name=user_name)
 
-            async def credentials_for(option: ModelOption) -> ModelCredentials:
-                return await self._models.credentials(
-                    session=session, owner_id=live.owner_id, option=option
-                )
+    async def _plan_in(
+        self, session: AsyncSession, live: LiveReply, *, user_name: str | None
+    ) -> tuple[ReplyPlan, list[ToolOffer]]:
+        options = await self._models.options(session=session, owner_id=live.owner_id)
 
-            return await plan_reply(
-                session=session,
-                settings=self.settings,
-                owner_id=live.owner_id,
-                conversation_id=live.conversation_id,
-                embedder=self.embedder,
-                options=options,
-                credentials_for=credentials_for,
-                user_name=user_name,
-                # This session writes no documents: the search may read on a second connection.
-                parallel_search=True,
+        async def credentials_for(option: ModelOption) -> ModelCredentials:
+            return await self._models.credentials(
+                session=session, owner_id=live.owner_id, option=option
             )
+
+        plan = await plan_reply(
+            session=session,
+            settings=self.settings,
+            owner_id=live.owner_id,
+            conversation_id=live.conversation_id,
+            embedder=self.embedder,
+            options=options,
+            credentials_for=credentials_for,
+            user_name=user_name,
+            # This session writes no documents: the search may read on a second connection.
+            parallel_search=True,
+        )
+        offers: list[ToolOffer] = []
+        if plan.option is not None and plan.option.tools and self._tools is not None:
+            offers = await self._tools.offers(session=session, owner_id=live.owner_id)
+        return plan, offers
 
     async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:
         async with session_scope() as session:
@@ -555,13 +574,14 @@ class ChatEngine:
                 await self._append(live, event.text)
 
     async def _write_with_model(
-        self, live: LiveReply, plan: ReplyPlan, *, confirmation: bool | None
+        self,
+        live: LiveReply,
+        plan: ReplyPlan,
+        offers: list[ToolOffer],
+        *,
+        confirmation: bool | None,
     ) -> None:
         assert plan.option is not None and plan.credentials is not None
-        offers: list[ToolOffer] = []
-        if plan.option.tools and self._tools is not None:
-            async with session_scope() as session:
-                offers = await self._tools.offers(session=session, owner_id=live.owner_id)
         by_name = {offer.spec.name: offer for offer in offers}
         rounds = _Round.from_json(live.details.pop("pending_turns", None) or [])
         if confirmation is not None:

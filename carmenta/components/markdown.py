@@ -30,3 +30,13 @@ def safe_markdown(content: rx.Var | str, **props) -> rx.Component:
         component_map={"pre": _code_block, "a": _link},
         **props,
     )
+
+
+@rx.memo
+def thread_markdown(content: rx.Var[str]) -> rx.Component:
+    """A message's text, rendered again only when that text changed.
+
+    While a reply streams, every frame carries the whole thread; without this each
+    frame parsed every message's Markdown again, and the newest words waited for it.
+    """
+    return safe_markdown(content)

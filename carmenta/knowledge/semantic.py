@@ -169,41 +169,48 @@ async def hybrid_search(
     subtree: str | None = None,
     limit: int = 10,
     parallel: bool = False,
+    query_vector: np.ndarray | None = None,
+    semantic: bool = True,
 ) -> list[HybridHit]:
     """Full-text and semantic results merged by reciprocal rank fusion.
 
-    The query is embedded while the full-text search runs. With `parallel` the
-    semantic search also runs meanwhile, on a second connection from the session's
-    engine; that connection sees committed rows only, so pass it only when the
-    caller's transaction has written no documents or chunks of its own.
+    The query is embedded while the full-text search runs, unless the caller passes
+    `query_vector` (the cleaned query, embedded for another use too). `semantic=False`
+    when the caller knows none of the owner's chunks is embedded: nothing could be found.
+    With `parallel` the semantic search also runs meanwhile, on a second connection from
+    the session's engine; that connection sees committed rows only, so pass it only when
+    the caller's transaction has written no documents or chunks of its own.
     """
     cleaned = clean_query(query)
     if not cleaned:
         return []
 
     async def embedded() -> np.ndarray:
+        if query_vector is not None:
+            return query_vector
         return (await embedder.embed_async([cleaned]))[0]
 
     async def semantic_apart() -> list[SemanticHit]:
-        query_vector = await embedding
+        vector = await embedding
         async with AsyncSession(bind=_engine_of(session), expire_on_commit=False) as apart:
             return await semantic_search(
                 session=apart,
                 owner_id=owner_id,
-                query_vector=query_vector,
+                query_vector=vector,
                 subtree=subtree,
                 limit=limit * 2,
             )
 
-    embedding = asyncio.ensure_future(embedded())
-    semantic_task = asyncio.ensure_future(semantic_apart()) if parallel else None
+    embedding = asyncio.ensure_future(embedded()) if semantic else None
+    semantic_task = asyncio.ensure_future(semantic_apart()) if parallel and semantic else None
+    semantic_hits: list[SemanticHit] = []
     try:
         text_hits: list[SearchHit] = await search_documents(
             session=session, owner_id=owner_id, query=cleaned, subtree=subtree, limit=limit * 2
         )
         if semantic_task is not None:
             semantic_hits = await semantic_task
-        else:
+        elif embedding is not None:
             semantic_hits = await semantic_search(
                 session=session,
                 owner_id=owner_id,

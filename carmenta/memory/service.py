@@ -230,8 +230,15 @@ async def recall(
     query: str,
     embedder: Embedder,
     limit: int = 8,
+    query_vector: np.ndarray | None = None,
+    semantic: bool = True,
 ) -> list[MemoryView]:
-    """Pinned memories, then those relevant to `query` (semantic and keyword, fused)."""
+    """Pinned memories, then those relevant to `query` (semantic and keyword, fused).
+
+    `query_vector` is the query already embedded by a caller that needs it elsewhere
+    too; `semantic=False` when the caller knows none of the owner's memories is
+    embedded, which saves embedding the query for a search that cannot find anything.
+    """
     current = "owner_id = :owner and superseded_by_id is null"
     pinned = await session.execute(
         text(
@@ -243,14 +250,19 @@ async def recall(
     words = [word for word in " ".join(query.split()).split(" ") if len(word) > 2][:12]
     if not words:
         return list(chosen.values())[:limit]
-    vector = (await embedder.embed_async([query]))[0]
-    semantic = await session.execute(
-        text(
-            f"select {_COLUMNS} from memories where {current} and embedding is not null"
-            " order by embedding <=> cast(:vector as vector) limit :limit"
-        ),
-        {"owner": owner_id, "vector": _vector(vector), "limit": limit * 2},
-    )
+    nearest: list = []
+    if semantic:
+        vector = query_vector if query_vector is not None else await _embedded(embedder, query)
+        nearest = list(
+            await session.execute(
+                text(
+                    f"select {_COLUMNS} from memories where {current}"
+                    " and embedding is not null"
+                    " order by embedding <=> cast(:vector as vector) limit :limit"
+                ),
+                {"owner": owner_id, "vector": _vector(vector), "limit": limit * 2},
+            )
+        )
     keyword = await session.execute(
         text(
             f"select {_COLUMNS} from memories where {current}"
@@ -265,13 +277,17 @@ async def recall(
     )
     scores: dict[uuid.UUID, float] = {}
     views: dict[uuid.UUID, MemoryView] = {}
-    for ranked in (list(semantic), list(keyword)):
+    for ranked in (nearest, list(keyword)):
         for rank, row in enumerate(ranked):
             scores[row.id] = scores.get(row.id, 0.0) + 1.0 / (RRF_K + rank + 1)
             views[row.id] = _view(row)
     for memory_id in sorted(scores, key=scores.get, reverse=True):
         chosen.setdefault(memory_id, views[memory_id])
     return list(chosen.values())[:limit]
+
+
+async def _embedded(embedder: Embedder, query: str) -> np.ndarray:
+    return (await embedder.embed_async([query]))[0]
 
 
 # Below this cosine similarity a memory is not "about" the query, only the least far.

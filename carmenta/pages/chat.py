@@ -7,7 +7,7 @@ import reflex as rx
 from carmenta.chat.thread import AttachmentChip, SourceLink, ThreadMessage, ToolStep
 from carmenta.components.file_uploader import file_uploader
 from carmenta.components.layout import page
-from carmenta.components.markdown import safe_markdown
+from carmenta.components.markdown import thread_markdown
 from carmenta.state.chat import LONG_PASTE_CHARS, ChatState
 
 
@@ -226,7 +226,7 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
         ),
         rx.vstack(rx.foreach(message.steps, tool_step), spacing="1", align="start"),
         rx.box(
-            safe_markdown(message.content),
+            thread_markdown(content=message.content),
             class_name="carmenta-markdown",
             data_testid="assistant-text",
             aria_live=rx.cond(message.status == "streaming", "polite", "off"),

@@ -255,8 +255,11 @@ class ChatState(SessionState):
                 ConversationListState.reload,
             ]
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
-        follow = ChatState.poll_reply if self.research_mode else ChatState.follow_reply
-        return [follow, ConversationListState.reload]
+        if self.research_mode:
+            return [ChatState.poll_reply, ConversationListState.reload]
+        # The sidebar is reloaded once the first words are on screen (follow_reply): a
+        # reload queued here would hold this page's state while they wait.
+        return ChatState.follow_reply
 
     @rx.event(background=True)
     async def follow_reply(self):
@@ -267,13 +270,24 @@ class ChatState(SessionState):
             return
         engine = chat_service.get_engine()
         last_frame = 0.0
+        text_shown = False
         async for snapshot in engine.follow(owner_id=owner, message_id=uuid.UUID(message_id)):
             now = time.monotonic()
-            if snapshot.status == "streaming" and now - last_frame < FRAME_SECONDS:
+            # The first words go out at once (the frame before them is often only the
+            # reply's header); after that, at most one frame per FRAME_SECONDS.
+            first_words = bool(snapshot.content) and not text_shown
+            if (
+                snapshot.status == "streaming"
+                and now - last_frame < FRAME_SECONDS
+                and not first_words
+            ):
                 continue
             last_frame = now
             async with self:
                 self._apply(snapshot)
+            if first_words:
+                text_shown = True
+                yield ConversationListState.reload
         async with self:
             if self.conversation_id:
                 await self._refresh(owner, uuid.UUID(self.conversation_id))

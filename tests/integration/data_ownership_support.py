@@ -99,7 +99,7 @@ async def seed_everything(client: httpx.AsyncClient, spec: ProviderSpec) -> Seed
             text(
                 "insert into admin_audit_log (owner_id, table_name, row_id, action, before,"
                 " after) values (:owner, 'conversations', :row, 'edit',"
-                " '{\"title\": \"Old\"}'::jsonb, '{\"title\": \"Garden plans\"}'::jsonb)"
+                ' \'{"title": "Old"}\'::jsonb, \'{"title": "Garden plans"}\'::jsonb)'
             ),
             {"owner": owner, "row": str(conversation.id)},
         )
