@@ -95,9 +95,10 @@ async def test_admin_role_comes_from_clerk_metadata(session, settings):
 @pytest.mark.parametrize(
     ("overrides", "why"),
     [
-        ({"exp": int(time.time()) - 10}, "expired"),
-        ({"nbf": int(time.time()) + 60}, "not yet valid"),
-        ({"iat": int(time.time()) + 60}, "issued in the future"),
+        # Times are offsets from when the test runs, not from when it was collected.
+        ({"exp": -10}, "expired"),
+        ({"nbf": 60}, "not yet valid"),
+        ({"iat": 60}, "issued in the future"),
         ({"iss": "https://clerk.someone-else.test"}, "another instance"),
         ({"azp": "https://evil.example.com"}, "another origin"),
         ({"sid": None}, "not a session token"),
@@ -105,7 +106,11 @@ async def test_admin_role_comes_from_clerk_metadata(session, settings):
 )
 async def test_bad_clerk_tokens_create_nobody(session, settings, overrides, why):
     subject = f"user_{uuid.uuid4().hex[:12]}"
-    token = clerk_token(subject, **overrides)
+    claims = {
+        name: int(time.time()) + value if name in ("exp", "nbf", "iat") else value
+        for name, value in overrides.items()
+    }
+    token = clerk_token(subject, **claims)
     assert await auth_service.authenticate(session=session, settings=settings, token=token) is None
     assert (
         await users_service.get_user_by_external_id(session=session, external_auth_id=subject)
