@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+import uuid
 
 from playwright.sync_api import expect
 
+from tests.e2e.pages import SignUpPage
 
-def test_home_shows_the_shell_with_an_empty_conversation_list(page):
-    page.goto("/")
+
+def test_home_shows_the_shell_with_an_empty_conversation_list(anonymous_page):
+    # A new account: the shared one may have conversations from other tests.
+    page = anonymous_page
+    SignUpPage(page).open().sign_up(
+        email=f"shell-{uuid.uuid4().hex[:10]}@example.com", password="a long enough passphrase 42"
+    )
+    page.wait_for_url(re.compile(r".*/$"))
     expect(page.get_by_role("heading", name="Good to see you.")).to_be_visible()
     expect(page.get_by_role("navigation", name="Conversations")).to_be_visible()
     expect(page.get_by_test_id("conversations-empty")).to_contain_text("No conversations yet.")
