@@ -459,7 +459,13 @@ def test_sigterm_saves_the_reply_in_flight_as_interrupted_and_exits_cleanly(clus
         )
     )
     assert on_b is not None and (on_b["status"], on_b["content"]) == ("interrupted", content)
-    with psycopg.connect(cluster.database_url) as connection:
-        workers = connection.execute("select count(*) from procrastinate_workers").fetchone()[0]
-    # A's job worker said goodbye; B's is still there.
+    # A's job worker says goodbye as it stops (its row may go a moment after the process
+    # ends); B's is still there.
+    workers = None
+    for _ in range(40):
+        with psycopg.connect(cluster.database_url) as connection:
+            workers = connection.execute("select count(*) from procrastinate_workers").fetchone()[0]
+        if workers == 1:
+            break
+        time.sleep(0.5)
     assert workers == 1
