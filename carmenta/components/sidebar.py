@@ -2,6 +2,7 @@
 
 import reflex as rx
 
+from carmenta.components.dialogs import confirm_dialog
 from carmenta.components.theme import SIDEBAR_WIDTH
 from carmenta.state.conversation_list import ConversationItem, ConversationListState
 from carmenta.state.shell import ShellState
@@ -120,29 +121,15 @@ def rename_dialog() -> rx.Component:
 
 
 def delete_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete this conversation?"),
-            rx.alert_dialog.description(
-                "“", ConversationListState.delete_title, "” and all its messages will be gone."
-            ),
-            rx.hstack(
-                rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                rx.alert_dialog.action(
-                    rx.button(
-                        "Delete",
-                        color_scheme="red",
-                        on_click=ConversationListState.delete,
-                        data_testid="confirm-delete-conversation",
-                    )
-                ),
-                justify="end",
-                spacing="2",
-                margin_top="1rem",
-            ),
+    return confirm_dialog(
+        title="Delete this conversation?",
+        description=rx.text.span(
+            "“", ConversationListState.delete_title, "” and all its messages will be gone."
         ),
         open=ConversationListState.delete_id != "",
-        on_open_change=lambda _: ConversationListState.close_dialogs(),
+        on_cancel=ConversationListState.close_dialogs,
+        on_confirm=ConversationListState.delete,
+        confirm_testid="confirm-delete-conversation",
     )
 
 

@@ -3,6 +3,7 @@
 import reflex as rx
 
 from carmenta.components.auth_layout import form_error
+from carmenta.components.dialogs import confirm_dialog
 from carmenta.components.layout import page
 from carmenta.connections.overview import AccountItem, ProviderCard
 from carmenta.state.connections import ConnectionsState
@@ -172,39 +173,17 @@ def provider_card(provider: ProviderCard) -> rx.Component:
 
 
 def disconnect_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Disconnect this account?"),
-            rx.alert_dialog.description(
-                rx.text(
-                    "Carmenta will revoke its access to ",
-                    rx.text.strong(ConnectionsState.pending_disconnect_label),
-                    " and delete the stored credentials.",
-                )
-            ),
-            rx.hstack(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Keep it",
-                        variant="soft",
-                        color_scheme="gray",
-                        on_click=ConnectionsState.cancel_disconnect,
-                    )
-                ),
-                rx.alert_dialog.action(
-                    rx.button(
-                        "Disconnect",
-                        color_scheme="red",
-                        on_click=ConnectionsState.confirm_disconnect,
-                    )
-                ),
-                spacing="3",
-                justify="end",
-                margin_top="1rem",
-            ),
-            max_width="28rem",
+    return confirm_dialog(
+        title="Disconnect this account?",
+        description=rx.text(
+            "Carmenta will revoke its access to ",
+            rx.text.strong(ConnectionsState.pending_disconnect_label),
+            " and delete the stored credentials.",
         ),
         open=ConnectionsState.pending_disconnect_id != "",
+        on_cancel=ConnectionsState.cancel_disconnect,
+        on_confirm=ConnectionsState.confirm_disconnect,
+        confirm_label="Disconnect",
     )
 
 

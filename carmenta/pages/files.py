@@ -3,6 +3,7 @@ a file's text in the knowledge base."""
 
 import reflex as rx
 
+from carmenta.components.dialogs import confirm_dialog
 from carmenta.components.file_uploader import file_uploader
 from carmenta.components.layout import page
 from carmenta.state.files import FilesState
@@ -239,35 +240,16 @@ def file_row(item: dict) -> rx.Component:
 
 
 def delete_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete this file?"),
-            rx.alert_dialog.description(
-                rx.text(
-                    rx.text.strong(FilesState.pending_delete_name),
-                    " and everything made from it (previews, extracted text) will be "
-                    "deleted. This cannot be undone.",
-                )
-            ),
-            rx.hstack(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Keep it",
-                        variant="soft",
-                        color_scheme="gray",
-                        on_click=FilesState.cancel_delete,
-                    )
-                ),
-                rx.alert_dialog.action(
-                    rx.button("Delete", color_scheme="red", on_click=FilesState.confirm_delete)
-                ),
-                spacing="3",
-                justify="end",
-                margin_top="1rem",
-            ),
-            max_width="28rem",
+    return confirm_dialog(
+        title="Delete this file?",
+        description=rx.text(
+            rx.text.strong(FilesState.pending_delete_name),
+            " and everything made from it (previews, extracted text) will be "
+            "deleted. This cannot be undone.",
         ),
         open=FilesState.pending_delete_id != "",
+        on_cancel=FilesState.cancel_delete,
+        on_confirm=FilesState.confirm_delete,
     )
 
 

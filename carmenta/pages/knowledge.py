@@ -3,6 +3,7 @@
 import reflex as rx
 
 from carmenta.components.auth_layout import form_error
+from carmenta.components.dialogs import confirm_dialog
 from carmenta.components.layout import page
 from carmenta.knowledge.browse import SearchResult
 from carmenta.knowledge.display import SnippetSegment
@@ -630,44 +631,29 @@ def move_dialog() -> rx.Component:
 
 
 def delete_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete “", KnowledgeState.doc_title, "”?"),
-            rx.alert_dialog.description(
-                rx.cond(
-                    KnowledgeState.delete_count > 1,
-                    rx.text.span(
-                        rx.text.strong(KnowledgeState.delete_count, " documents"),
-                        " will be deleted: this one and the ",
-                        KnowledgeState.delete_count - 1,
-                        " inside it. This cannot be undone.",
-                    ),
-                    rx.text.span(
-                        rx.text.strong("1 document"),
-                        " will be deleted. This cannot be undone.",
-                    ),
-                ),
+    return confirm_dialog(
+        title=("Delete “", KnowledgeState.doc_title, "”?"),
+        description=rx.cond(
+            KnowledgeState.delete_count > 1,
+            rx.text.span(
+                rx.text.strong(KnowledgeState.delete_count, " documents"),
+                " will be deleted: this one and the ",
+                KnowledgeState.delete_count - 1,
+                " inside it. This cannot be undone.",
                 data_testid="delete-count",
             ),
-            form_error(KnowledgeState.dialog_error),
-            rx.hstack(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Keep it",
-                        variant="soft",
-                        color_scheme="gray",
-                        on_click=KnowledgeState.close_dialogs,
-                    )
-                ),
-                rx.button("Delete", color_scheme="red", on_click=KnowledgeState.delete),
-                spacing="3",
-                justify="end",
-                margin_top="1rem",
+            rx.text.span(
+                rx.text.strong("1 document"),
+                " will be deleted. This cannot be undone.",
+                data_testid="delete-count",
             ),
-            max_width="28rem",
         ),
         open=KnowledgeState.delete_open,
-        on_open_change=_close_on_dismiss,
+        on_cancel=KnowledgeState.close_dialogs,
+        on_confirm=KnowledgeState.delete,
+        error=form_error(KnowledgeState.dialog_error),
+        # A failed delete shows its error in the dialog, so it stays open until done.
+        close_on_confirm=False,
     )
 
 

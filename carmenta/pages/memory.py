@@ -3,6 +3,7 @@
 import reflex as rx
 
 from carmenta.components.auth_layout import form_error
+from carmenta.components.dialogs import confirm_dialog
 from carmenta.components.layout import page
 from carmenta.memory.browse import KIND_LABELS, EarlierVersion, MemoryCard
 from carmenta.memory.extraction import MAX_MEMORY_CHARS
@@ -310,34 +311,16 @@ def memory_list() -> rx.Component:
 
 
 def delete_dialog() -> rx.Component:
-    return rx.alert_dialog.root(
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete this memory?"),
-            rx.alert_dialog.description(
-                "Your assistant will forget “",
-                rx.text.strong(MemoryState.pending_delete_text),
-                "”. This cannot be undone.",
-            ),
-            rx.hstack(
-                rx.alert_dialog.cancel(
-                    rx.button(
-                        "Keep it",
-                        variant="soft",
-                        color_scheme="gray",
-                        on_click=MemoryState.cancel_delete,
-                    )
-                ),
-                rx.alert_dialog.action(
-                    rx.button("Delete", color_scheme="red", on_click=MemoryState.confirm_delete)
-                ),
-                spacing="3",
-                justify="end",
-                margin_top="1rem",
-            ),
-            max_width="28rem",
+    return confirm_dialog(
+        title="Delete this memory?",
+        description=rx.text.span(
+            "Your assistant will forget “",
+            rx.text.strong(MemoryState.pending_delete_text),
+            "”. This cannot be undone.",
         ),
         open=MemoryState.pending_delete_id != "",
-        on_open_change=lambda opened: rx.cond(opened, rx.noop(), MemoryState.cancel_delete),
+        on_cancel=MemoryState.cancel_delete,
+        on_confirm=MemoryState.confirm_delete,
     )
 
 
