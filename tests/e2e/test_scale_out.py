@@ -37,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.db import sqlalchemy_url
 from carmenta.jobs import service as jobs_service
+from carmenta.jobs.queue import HEARTBEAT_INTERVAL_SECONDS
 from carmenta.memory import tasks as memory_tasks
 from carmenta.settings import PROJECT_ROOT
 from carmenta.state.auth_forms import SignUpState
@@ -55,6 +56,8 @@ HYDRATE = f"{rx.State.get_full_name()}.hydrate"
 CHAT_SEND = f"{ChatState.get_full_name()}.send"
 CHAT_LOAD = f"{ChatState.get_full_name()}.load"
 
+# How often a live job worker writes its heartbeat.
+WORKER_HEARTBEAT_SECONDS = HEARTBEAT_INTERVAL_SECONDS
 # The interface is built for the proxy's address; a stable port lets runs reuse it.
 PREFERRED_PROXY_PORT = int(os.environ.get("SCALE_PROXY_PORT", "3960"))
 # SIGTERM to exit: replies saved at once, the job worker's grace is 8 s.
@@ -459,13 +462,13 @@ def test_sigterm_saves_the_reply_in_flight_as_interrupted_and_exits_cleanly(clus
         )
     )
     assert on_b is not None and (on_b["status"], on_b["content"]) == ("interrupted", content)
-    # A's job worker says goodbye as it stops (its row may go a moment after the process
-    # ends); B's is still there.
-    workers = None
-    for _ in range(40):
-        with psycopg.connect(cluster.database_url) as connection:
-            workers = connection.execute("select count(*) from procrastinate_workers").fetchone()[0]
-        if workers == 1:
-            break
-        time.sleep(0.5)
+    # A's job worker stopped with it; B's is still running. Workers beat every
+    # WORKER_HEARTBEAT_SECONDS: after longer than that, only live workers have a fresh one.
+    time.sleep(WORKER_HEARTBEAT_SECONDS + 2)
+    with psycopg.connect(cluster.database_url) as connection:
+        workers = connection.execute(
+            "select count(*) from procrastinate_workers"
+            " where last_heartbeat > now() - make_interval(secs => %s)",
+            (WORKER_HEARTBEAT_SECONDS + 1,),
+        ).fetchone()[0]
     assert workers == 1
