@@ -386,7 +386,7 @@ def build(server, params: Params, rebuild: bool) -> Dataset:
         producer.join()
         connection.execute("set session_replication_role = origin")
         log(f"loaded in {(time.perf_counter() - started) / 60:.1f} min; rebuilding indexes")
-        connection.execute("set maintenance_work_mem = '3GB'")
+        connection.execute("set maintenance_work_mem = '10GB'")
         connection.execute("set max_parallel_maintenance_workers = 1")
         for index_name, definition in indexes:
             index_started = time.perf_counter()

@@ -10,8 +10,10 @@ otherwise the configured default; with none configured, the offline assistant.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,26 +371,134 @@ async def embed_query(
     )
 
 
-async def gather_sources(
+@dataclass
+class FoundSources:
+    """What a message could draw on, before it is fitted into the token budget."""
+
+    profile: list[knowledge.DocumentView] = field(default_factory=list)
+    memories: list[memory.MemoryView] = field(default_factory=list)
+    # Most relevant first.
+    documents: list[knowledge.DocumentView] = field(default_factory=list)
+
+
+async def _profile_documents(
+    session: AsyncSession, owner_id: uuid.UUID
+) -> list[knowledge.DocumentView]:
+    return await knowledge.list_tree(session=session, owner_id=owner_id, root="profile")
+
+
+async def _recalled(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    embedder: Embedder,
+    vectors: QueryVectors,
+) -> list[memory.MemoryView]:
+    return await memory.recall(
+        session=session,
+        owner_id=owner_id,
+        query=query,
+        embedder=embedder,
+        limit=MAX_MEMORIES,
+        query_vector=vectors.recall,
+        semantic=vectors.memories,
+    )
+
+
+async def _relevant_documents(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    embedder: Embedder,
+    vectors: QueryVectors,
+    parallel: bool,
+) -> list[knowledge.DocumentView]:
+    hits = await semantic.hybrid_search(
+        session=session,
+        owner_id=owner_id,
+        query=query,
+        embedder=embedder,
+        subtree="knowledge",
+        limit=MAX_DOCUMENTS,
+        parallel=parallel,
+        query_vector=vectors.search,
+        semantic=vectors.chunks,
+    )
+    return await knowledge.get_documents(
+        session=session, owner_id=owner_id, document_ids=[hit.id for hit in hits]
+    )
+
+
+async def find_sources(
     *,
     session: AsyncSession,
     owner_id: uuid.UUID,
     query: str,
     embedder: Embedder,
-    budget_tokens: int,
-    attachments: list[Attachment],
-    parallel_search: bool = False,
-) -> tuple[list[ContextSource], list[ContextSource], list[ContextSource], list[ContextSource]]:
-    """Profile, memories, documents and file text, each trimmed to its share.
+    parallel: bool = False,
+) -> FoundSources:
+    """The profile documents, and the memories and knowledge documents relevant to `query`.
 
-    `parallel_search` lets the document search read on a second connection (see
-    `hybrid_search`): only for a session that has written no documents of its own.
+    With `parallel` the reads run at once on connections of their own from the session's
+    engine (the memories and the profile on one, the documents on another), so the time
+    is that of the longest rather than the sum. Those connections see committed rows
+    only: pass it only for a session that has written no documents or memories.
     """
+    asked = bool(query.strip())
+    if not parallel:
+        profile = await _profile_documents(session, owner_id)
+        if not asked:
+            return FoundSources(profile=profile)
+        vectors = await embed_query(
+            session=session, owner_id=owner_id, query=query, embedder=embedder
+        )
+        memories = await _recalled(session, owner_id, query, embedder, vectors)
+        documents = await _relevant_documents(
+            session, owner_id, query, embedder, vectors, parallel=False
+        )
+        return FoundSources(profile=profile, memories=memories, documents=documents)
+
+    bind = semantic.engine_of(session)
+    embedded: asyncio.Future[QueryVectors] = asyncio.get_running_loop().create_future()
+
+    async def profile_and_memories() -> tuple[list, list]:
+        async with AsyncSession(bind=bind, expire_on_commit=False) as own:
+            vectors = QueryVectors(memories=False, chunks=False)
+            if asked:
+                vectors = await embed_query(
+                    session=own, owner_id=owner_id, query=query, embedder=embedder
+                )
+            embedded.set_result(vectors)
+            profile = await _profile_documents(own, owner_id)
+            memories = await _recalled(own, owner_id, query, embedder, vectors) if asked else []
+            return profile, memories
+
+    async def documents() -> list[knowledge.DocumentView]:
+        if not asked:
+            return []
+        async with AsyncSession(bind=bind, expire_on_commit=False) as own:
+            # The connection is checked out while the other side embeds the query.
+            await own.connection()
+            vectors = await embedded
+            return await _relevant_documents(own, owner_id, query, embedder, vectors, parallel=True)
+
+    # A failure on one side cancels the other: nothing is left running unawaited.
+    async with asyncio.TaskGroup() as group:
+        first = group.create_task(profile_and_memories())
+        second = group.create_task(documents())
+    profile, memories = first.result()
+    return FoundSources(profile=profile, memories=memories, documents=second.result())
+
+
+def fit_sources(
+    found: FoundSources, *, budget_tokens: int, attachments: list[Attachment]
+) -> tuple[list[ContextSource], list[ContextSource], list[ContextSource], list[ContextSource]]:
+    """Profile, memories, documents and file text, each trimmed to its share."""
     profile_budget = int(budget_tokens * PROFILE_SHARE)
     memory_budget = int(budget_tokens * MEMORY_SHARE)
     file_budget = int(budget_tokens * FILE_SHARE) if attachments else 0
     profile: list[ContextSource] = []
-    for document in await knowledge.list_tree(session=session, owner_id=owner_id, root="profile"):
+    for document in found.profile:
         body = document.content.strip()
         if not body or document.path == "profile":
             continue
@@ -405,37 +515,22 @@ async def gather_sources(
             )
         )
 
-    vectors = QueryVectors(memories=False, chunks=False)
-    if query.strip():
-        vectors = await embed_query(
-            session=session, owner_id=owner_id, query=query, embedder=embedder
-        )
-
     memories: list[ContextSource] = []
     used = 0
-    if query.strip():
-        for item in await memory.recall(
-            session=session,
-            owner_id=owner_id,
-            query=query,
-            embedder=embedder,
-            limit=MAX_MEMORIES,
-            query_vector=vectors.recall,
-            semantic=vectors.memories,
-        ):
-            cost = estimate_tokens(item.content)
-            if used + cost > memory_budget:
-                break
-            used += cost
-            memories.append(
-                ContextSource(
-                    kind="memory",
-                    id=str(item.id),
-                    title=item.content[:80],
-                    href="/memory",
-                    text=item.content,
-                )
+    for item in found.memories:
+        cost = estimate_tokens(item.content)
+        if used + cost > memory_budget:
+            break
+        used += cost
+        memories.append(
+            ContextSource(
+                kind="memory",
+                id=str(item.id),
+                title=item.content[:80],
+                href="/memory",
+                text=item.content,
             )
+        )
 
     files: list[ContextSource] = []
     used = 0
@@ -464,41 +559,83 @@ async def gather_sources(
         - sum(estimate_tokens(m.text) for m in memories)
         - used
     )
-    if query.strip():
-        hits = await semantic.hybrid_search(
-            session=session,
-            owner_id=owner_id,
-            query=query,
-            embedder=embedder,
-            subtree="knowledge",
-            limit=MAX_DOCUMENTS,
-            parallel=parallel_search,
-            query_vector=vectors.search,
-            semantic=vectors.chunks,
+    per_document = max(200, remaining // max(1, len(found.documents)))
+    for document in found.documents:
+        if remaining <= 0:
+            break
+        piece = _trimmed(document.content.strip(), min(per_document, remaining))
+        if not piece:
+            continue
+        remaining -= estimate_tokens(piece)
+        documents.append(
+            ContextSource(
+                kind="document",
+                id=str(document.id),
+                title=document.title,
+                href=f"/knowledge?doc={document.id}",
+                text=piece,
+            )
         )
-        per_document = max(200, remaining // max(1, len(hits)))
-        for hit in hits:
-            if remaining <= 0:
-                break
-            document = await knowledge.get_document(
-                session=session, owner_id=owner_id, document_id=hit.id
-            )
-            if document is None:
-                continue
-            piece = _trimmed(document.content.strip(), min(per_document, remaining))
-            if not piece:
-                continue
-            remaining -= estimate_tokens(piece)
-            documents.append(
-                ContextSource(
-                    kind="document",
-                    id=str(document.id),
-                    title=document.title,
-                    href=f"/knowledge?doc={document.id}",
-                    text=piece,
-                )
-            )
     return profile, memories, documents, files
+
+
+async def gather_sources(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    query: str,
+    embedder: Embedder,
+    budget_tokens: int,
+    attachments: list[Attachment],
+    parallel_search: bool = False,
+) -> tuple[list[ContextSource], list[ContextSource], list[ContextSource], list[ContextSource]]:
+    """Profile, memories, documents and file text, each trimmed to its share.
+
+    `parallel_search` lets the reads run on connections of their own (see
+    `find_sources`): only for a session that has written no documents of its own.
+    """
+    found = await find_sources(
+        session=session, owner_id=owner_id, query=query, embedder=embedder, parallel=parallel_search
+    )
+    return fit_sources(found, budget_tokens=budget_tokens, attachments=attachments)
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """A message being stored while its reply is planned.
+
+    Planning reads the conversation alongside the transaction that stores the message,
+    so the rows it reads may or may not hold the message and its empty reply yet: they
+    are left out by id, and the message is added from here.
+    """
+
+    content: str
+    attachment_ids: list[str]
+    message_id: uuid.UUID
+    reply_id: uuid.UUID
+
+
+def _with_pending(
+    messages: list[conversations.MessageView],
+    pending: PendingMessage,
+    *,
+    conversation_id: uuid.UUID,
+    owner_id: uuid.UUID,
+) -> list[conversations.MessageView]:
+    earlier = [m for m in messages if m.id not in (pending.message_id, pending.reply_id)]
+    details = {"attachments": pending.attachment_ids} if pending.attachment_ids else {}
+    asked = conversations.MessageView(
+        id=pending.message_id,
+        conversation_id=conversation_id,
+        owner_id=owner_id,
+        role=MessageRole.user.value,
+        content=pending.content,
+        status=MessageStatus.complete.value,
+        model=None,
+        error=None,
+        details=details,
+    )
+    return [*earlier, asked]
 
 
 async def plan_reply(
@@ -508,32 +645,67 @@ async def plan_reply(
     owner_id: uuid.UUID,
     conversation_id: uuid.UUID,
     embedder: Embedder,
-    options: list[ModelOption],
+    options: list[ModelOption] | Awaitable[list[ModelOption]],
     credentials_for: Any,
     user_name: str | None = None,
     now: datetime | None = None,
     parallel_search: bool = False,
+    pending: PendingMessage | None = None,
 ) -> ReplyPlan:
-    """Assemble the context for answering the conversation's last user message.
+    """Assemble the context for answering the conversation's last user message, or
+    `pending` (a message being stored meanwhile).
 
     `credentials_for(option)` returns the credentials of a chosen option (it is a
-    parameter so the caller decides where keys come from).
+    parameter so the caller decides where keys come from). `options` may be a
+    coroutine on `session`: it is awaited after the conversation is read.
     """
-    conversation = await conversations.get_conversation(
-        session=session, owner_id=owner_id, conversation_id=conversation_id
-    )
-    messages = await conversations.list_messages(
-        session=session, owner_id=owner_id, conversation_id=conversation_id
-    )
-    last_user = next((m for m in reversed(messages) if m.role == MessageRole.user), None)
-    if last_user is None:
-        raise conversations.MessageRefused("There is no message to answer yet.")
-    query = last_user.content
-    attachments = await load_attachments(
-        session=session,
-        owner_id=owner_id,
-        file_ids=list(last_user.details.get("attachments") or []),
-    )
+    found_task: asyncio.Task[FoundSources] | None = None
+    if pending is not None and parallel_search:
+        # The sources depend on the message alone: found while the conversation is read.
+        found_task = asyncio.create_task(
+            find_sources(
+                session=session,
+                owner_id=owner_id,
+                query=pending.content,
+                embedder=embedder,
+                parallel=True,
+            )
+        )
+    try:
+        conversation, messages = await conversations.get_thread(
+            session=session, owner_id=owner_id, conversation_id=conversation_id
+        )
+        if pending is not None:
+            messages = _with_pending(
+                messages, pending, conversation_id=conversation_id, owner_id=owner_id
+            )
+        last_user = next((m for m in reversed(messages) if m.role == MessageRole.user), None)
+        if last_user is None:
+            raise conversations.MessageRefused("There is no message to answer yet.")
+        query = last_user.content
+        attachments = await load_attachments(
+            session=session,
+            owner_id=owner_id,
+            file_ids=list(last_user.details.get("attachments") or []),
+        )
+        if inspect.isawaitable(options):
+            options = await options
+        if found_task is not None:
+            found = await found_task
+        else:
+            found = await find_sources(
+                session=session,
+                owner_id=owner_id,
+                query=query,
+                embedder=embedder,
+                parallel=parallel_search,
+            )
+    finally:
+        if inspect.iscoroutine(options):
+            options.close()  # not awaited: the plan failed before it was needed
+        if found_task is not None and not found_task.done():
+            found_task.cancel()
+            await asyncio.gather(found_task, return_exceptions=True)
     needs_vision = any(attachment.kind == "image" for attachment in attachments)
     option, notices = choose_model(
         options=options,
@@ -542,14 +714,8 @@ async def plan_reply(
         needs_vision=needs_vision,
     )
     budget = settings.context_token_budget
-    profile, memories, documents, files = await gather_sources(
-        session=session,
-        owner_id=owner_id,
-        query=query,
-        embedder=embedder,
-        budget_tokens=budget,
-        attachments=attachments,
-        parallel_search=parallel_search,
+    profile, memories, documents, files = fit_sources(
+        found, budget_tokens=budget, attachments=attachments
     )
     system = _system_prompt(
         user_name=user_name,

@@ -27,7 +27,12 @@ from typing import Any, Protocol
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.chat import offline
-from carmenta.chat.concierge import ReplyPlan, attachments_still_processing, plan_reply
+from carmenta.chat.concierge import (
+    PendingMessage,
+    ReplyPlan,
+    attachments_still_processing,
+    plan_reply,
+)
 from carmenta.chat.llm.streaming import stream_reply
 from carmenta.chat.llm.types import (
     ChatTurn,
@@ -189,6 +194,11 @@ class _Round:
         )
 
 
+_Planned = tuple[ReplyPlan, list[ToolOffer]]
+# A file in one of these states has not been read yet: its text is not known.
+UNREAD_FILE_STATUSES = ("uploading", "processing")
+
+
 class ChatEngine:
     def __init__(
         self,
@@ -228,21 +238,40 @@ class ChatEngine:
         attachment_ids: list[uuid.UUID] | None = None,
         user_name: str | None = None,
     ) -> tuple[conversations.MessageView, conversations.MessageView]:
-        """Store the person's message and start the reply; returns both rows."""
+        """Store the person's message and start the reply; returns both rows.
+
+        The reply's context is read while the message is being stored, neither waiting
+        for the other; the model is asked only once the message is committed.
+        """
         self._refuse_when_stopping()
-        async with session_scope() as session:
-            user_message = await conversations.add_user_message(
-                session=session,
-                owner_id=owner_id,
-                conversation_id=conversation_id,
-                content=content,
-                attachment_ids=attachment_ids,
-            )
-            reply = await conversations.start_reply(
-                session=session, owner_id=owner_id, conversation_id=conversation_id, model=None
-            )
-            await session.commit()
-        self._launch(reply, user_name=user_name, first_message=user_message.content)
+        pending = PendingMessage(
+            content=conversations.checked_message(content),
+            attachment_ids=[str(file_id) for file_id in dict.fromkeys(attachment_ids or [])],
+            message_id=uuid.uuid4(),
+            reply_id=uuid.uuid4(),
+        )
+        planning = asyncio.create_task(
+            self._plan_pending(owner_id, conversation_id, pending, user_name=user_name)
+        )
+        try:
+            async with session_scope() as session:
+                user_message, reply = await conversations.add_exchange(
+                    session=session,
+                    owner_id=owner_id,
+                    conversation_id=conversation_id,
+                    content=content,
+                    attachment_ids=attachment_ids,
+                    message_id=pending.message_id,
+                    reply_id=pending.reply_id,
+                )
+                await session.commit()
+        except BaseException:
+            planning.cancel()
+            await asyncio.gather(planning, return_exceptions=True)
+            raise
+        self._launch(
+            reply, user_name=user_name, first_message=user_message.content, planning=planning
+        )
         return user_message, reply
 
     async def regenerate(
@@ -312,6 +341,7 @@ class ChatEngine:
         user_name: str | None,
         first_message: str | None = None,
         confirmation: bool | None = None,
+        planning: asyncio.Task[_Planned | None] | None = None,
     ) -> LiveReply:
         live = LiveReply(
             message_id=reply.id,
@@ -324,7 +354,11 @@ class ChatEngine:
         metrics.chat_stream_started()
         live.task = asyncio.create_task(
             self._write(
-                live, user_name=user_name, first_message=first_message, confirmation=confirmation
+                live,
+                user_name=user_name,
+                first_message=first_message,
+                confirmation=confirmation,
+                planning=planning,
             ),
             name=f"reply-{reply.id}",
         )
@@ -433,10 +467,14 @@ class ChatEngine:
         user_name: str | None,
         first_message: str | None,
         confirmation: bool | None,
+        planning: asyncio.Task[_Planned | None] | None = None,
     ) -> None:
         autosave: asyncio.Task | None = None
         try:
-            plan, offers = await self._plan(live, user_name=user_name)
+            planned = await planning if planning is not None else None
+            if planned is None:
+                planned = await self._plan(live, user_name=user_name)
+            plan, offers = planned
             live.details = {**live.details, **plan.details()}
             if plan.option is not None:
                 live.details["model_label"] = plan.option.label
@@ -517,46 +555,71 @@ class ChatEngine:
                 await live.publish()
             await asyncio.sleep(0.4)
 
-    async def _plan(
-        self, live: LiveReply, *, user_name: str | None
-    ) -> tuple[ReplyPlan, list[ToolOffer]]:
+    async def _plan(self, live: LiveReply, *, user_name: str | None) -> _Planned:
         """The reply's context, and the tools offered to its model."""
         # Usually no file is still being read: then one session checks and plans.
         async with session_scope() as session:
             if not await attachments_still_processing(
                 session=session, owner_id=live.owner_id, conversation_id=live.conversation_id
             ):
-                return await self._plan_in(session, live, user_name=user_name)
+                return await self._plan_in(
+                    session, live.owner_id, live.conversation_id, user_name=user_name
+                )
         await self._await_attachments(live)
         live.details.pop("preparing", None)
         async with session_scope() as session:
-            return await self._plan_in(session, live, user_name=user_name)
+            return await self._plan_in(
+                session, live.owner_id, live.conversation_id, user_name=user_name
+            )
+
+    async def _plan_pending(
+        self,
+        owner_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        pending: PendingMessage,
+        *,
+        user_name: str | None,
+    ) -> _Planned | None:
+        """The plan for a message being stored; None when one of its files is still
+        being read (the reply then waits for it and plans again)."""
+        async with session_scope() as session:
+            planned = await self._plan_in(
+                session, owner_id, conversation_id, user_name=user_name, pending=pending
+            )
+        if any(attachment.status in UNREAD_FILE_STATUSES for attachment in planned[0].attachments):
+            return None
+        return planned
 
     async def _plan_in(
-        self, session: AsyncSession, live: LiveReply, *, user_name: str | None
-    ) -> tuple[ReplyPlan, list[ToolOffer]]:
-        options = await self._models.options(session=session, owner_id=live.owner_id)
-
+        self,
+        session: AsyncSession,
+        owner_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        *,
+        user_name: str | None,
+        pending: PendingMessage | None = None,
+    ) -> _Planned:
         async def credentials_for(option: ModelOption) -> ModelCredentials:
-            return await self._models.credentials(
-                session=session, owner_id=live.owner_id, option=option
-            )
+            return await self._models.credentials(session=session, owner_id=owner_id, option=option)
 
         plan = await plan_reply(
             session=session,
             settings=self.settings,
-            owner_id=live.owner_id,
-            conversation_id=live.conversation_id,
+            owner_id=owner_id,
+            conversation_id=conversation_id,
             embedder=self.embedder,
-            options=options,
+            # Read after the conversation, once the sources are being found alongside.
+            options=self._models.options(session=session, owner_id=owner_id),
             credentials_for=credentials_for,
             user_name=user_name,
-            # This session writes no documents: the search may read on a second connection.
+            # This session writes nothing: the sources may be read on connections of
+            # their own, at the same time.
             parallel_search=True,
+            pending=pending,
         )
         offers: list[ToolOffer] = []
         if plan.option is not None and plan.option.tools and self._tools is not None:
-            offers = await self._tools.offers(session=session, owner_id=live.owner_id)
+            offers = await self._tools.offers(session=session, owner_id=owner_id)
         return plan, offers
 
     async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:

@@ -128,7 +128,7 @@ def clean_title(title: str) -> str:
     return cleaned
 
 
-def _checked_message(content: str) -> str:
+def checked_message(content: str) -> str:
     # NUL cannot be stored in PostgreSQL text; other control characters are harmless.
     content = content.replace("\x00", "")
     if len(content) > MAX_MESSAGE_CHARS:
@@ -357,6 +357,24 @@ async def list_messages(
     return [_message(row) for row in rows]
 
 
+async def get_thread(
+    *, session: AsyncSession, owner_id: uuid.UUID, conversation_id: uuid.UUID
+) -> tuple[ConversationView, list[MessageView]]:
+    """The conversation and its messages in order (its owner's only)."""
+    conversation = _conversation(await _owned(session, owner_id, conversation_id))
+    rows = (
+        await session.execute(
+            text(
+                f"select {_MESSAGE_COLUMNS} from messages"
+                " where conversation_id = :conversation and owner_id = :owner"
+                " order by created_at, id"
+            ),
+            {"conversation": conversation_id, "owner": owner_id},
+        )
+    ).all()
+    return conversation, [_message(row) for row in rows]
+
+
 async def get_message(
     *, session: AsyncSession, owner_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageView | None:
@@ -444,7 +462,7 @@ async def add_user_message(
     attachment_ids: list[uuid.UUID] | None = None,
 ) -> MessageView:
     await _owned(session, owner_id, conversation_id)
-    content = _checked_message(content)
+    content = checked_message(content)
     attachments = await _owned_file_ids(session, owner_id, list(attachment_ids or []))
     if not content.strip() and not attachments:
         raise MessageRefused("Write a message or attach a file first.")
@@ -468,6 +486,73 @@ async def add_user_message(
     ).one()
     await _touch(session, conversation_id)
     return _message(row)
+
+
+async def add_exchange(
+    *,
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    content: str,
+    attachment_ids: list[uuid.UUID] | None = None,
+    message_id: uuid.UUID | None = None,
+    reply_id: uuid.UUID | None = None,
+) -> tuple[MessageView, MessageView]:
+    """The person's message and the empty reply that will answer it, stored together.
+
+    The same checks as `add_user_message` then `start_reply`, in two statements rather
+    than ten: sending is on the way to the first token. The caller may choose the two
+    ids (to read the conversation alongside, leaving these rows out).
+    """
+    content = checked_message(content)
+    attachments = await _owned_file_ids(session, owner_id, list(attachment_ids or []))
+    if not content.strip() and not attachments:
+        raise MessageRefused("Write a message or attach a file first.")
+    # The conversation row is locked first, so two sends cannot both see it idle.
+    locked = (
+        await session.execute(
+            text("select id from conversations where id = :id and owner_id = :owner for update"),
+            {"id": conversation_id, "owner": owner_id},
+        )
+    ).first()
+    if locked is None:
+        raise ConversationNotFound()
+    # A new statement after the lock: it sees a reply another send committed meanwhile.
+    rows = (
+        await session.execute(
+            text(
+                "with busy as (select 1 from messages where conversation_id = :conversation"
+                "   and status = 'streaming' limit 1),"
+                " stamp as (select clock_timestamp() as at where not exists (select 1 from busy)),"
+                " asked as (insert into messages (id, conversation_id, owner_id, role, content,"
+                "   status, details, created_at)"
+                "   select :message_id, :conversation, :owner, 'user', :content, 'complete',"
+                "   cast(:details as jsonb), at from stamp"
+                f"   returning {_MESSAGE_COLUMNS}),"
+                " answering as (insert into messages (id, conversation_id, owner_id, role,"
+                "   content, status, details, created_at)"
+                "   select :reply_id, :conversation, :owner, 'assistant', '', 'streaming',"
+                "   '{}'::jsonb, at + interval '1 microsecond' from stamp"
+                f"   returning {_MESSAGE_COLUMNS}),"
+                " touched as (update conversations"
+                "   set last_activity_at = (select at from stamp) + interval '1 microsecond'"
+                "   where id = :conversation and exists (select 1 from stamp))"
+                " select * from asked union all select * from answering order by created_at"
+            ),
+            {
+                "conversation": conversation_id,
+                "owner": owner_id,
+                "content": content,
+                "details": _json({"attachments": attachments} if attachments else {}),
+                "message_id": message_id or uuid.uuid4(),
+                "reply_id": reply_id or uuid.uuid4(),
+            },
+        )
+    ).all()
+    if not rows:
+        raise ReplyInProgress()
+    asked, answering = rows
+    return _message(asked), _message(answering)
 
 
 async def start_reply(
@@ -645,7 +730,7 @@ async def edit_last_user_message(
     last_user = next((m for m in reversed(messages) if m.role == MessageRole.user), None)
     if last_user is None or last_user.id != message_id:
         raise MessageRefused("Only your last message can be edited.")
-    content = _checked_message(content)
+    content = checked_message(content)
     if not content.strip() and not last_user.details.get("attachments"):
         raise MessageRefused("Write a message or attach a file first.")
     await _delete_after(session, conversation_id, last_user)

@@ -25,7 +25,7 @@ RRF_K = 60
 EMBED_BATCH = 32
 
 
-def _engine_of(session: AsyncSession) -> AsyncEngine:
+def engine_of(session: AsyncSession) -> AsyncEngine:
     bind = session.bind
     return bind if isinstance(bind, AsyncEngine) else bind.engine
 
@@ -192,7 +192,7 @@ async def hybrid_search(
 
     async def semantic_apart() -> list[SemanticHit]:
         vector = await embedding
-        async with AsyncSession(bind=_engine_of(session), expire_on_commit=False) as apart:
+        async with AsyncSession(bind=engine_of(session), expire_on_commit=False) as apart:
             return await semantic_search(
                 session=apart,
                 owner_id=owner_id,

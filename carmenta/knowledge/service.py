@@ -156,6 +156,25 @@ async def get_document(
     )
 
 
+async def get_documents(
+    *, session: AsyncSession, owner_id: uuid.UUID, document_ids: list[uuid.UUID]
+) -> list[DocumentView]:
+    """The owner's documents among `document_ids`, in that order (missing ones left out)."""
+    if not document_ids:
+        return []
+    rows = (
+        await session.execute(
+            text(
+                "select id, path::text as path, title, content, source, created_at, updated_at"
+                " from documents where owner_id = :owner and id = any(:ids)"
+            ),
+            {"owner": owner_id, "ids": list(document_ids)},
+        )
+    ).all()
+    by_id = {row.id: _view(row) for row in rows}
+    return [by_id[document_id] for document_id in document_ids if document_id in by_id]
+
+
 async def get_by_path(
     *, session: AsyncSession, owner_id: uuid.UUID, path: str
 ) -> DocumentView | None:

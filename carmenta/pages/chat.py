@@ -8,7 +8,7 @@ from carmenta.chat.thread import AttachmentChip, SourceLink, ThreadMessage, Tool
 from carmenta.components.file_uploader import file_uploader
 from carmenta.components.layout import page
 from carmenta.components.markdown import thread_markdown
-from carmenta.state.chat import LONG_PASTE_CHARS, ChatState
+from carmenta.state.chat import LONG_PASTE_CHARS, ChatState, LiveReplyState
 
 
 def attachment_chip(chip: AttachmentChip) -> rx.Component:
@@ -481,6 +481,12 @@ def chat_view() -> rx.Component:
                         ChatState.messages.length() > 0,
                         rx.vstack(
                             rx.foreach(ChatState.messages, thread_message),
+                            # The reply being followed: apart, so its frames re-render
+                            # it alone rather than the whole thread.
+                            rx.cond(
+                                LiveReplyState.reply.id != "",
+                                assistant_message(LiveReplyState.reply),
+                            ),
                             width="100%",
                             spacing="3",
                             role="log",

@@ -2,7 +2,9 @@
 
 The reply is written by the chat engine, not by this state: a handler stores the
 person's message, starts the reply and returns; a background event follows the reply
-and copies what arrived into the page a few times a second.
+and copies what arrived into the page a few times a second. The reply being followed
+lives in `LiveReplyState`, apart from the thread, so that each frame carries and
+re-renders that one reply rather than the whole conversation.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ OFFLINE_OPTION = "offline"
 LONG_PASTE_CHARS = 4000
 
 
+def _no_reply() -> thread.ThreadMessage:
+    return thread.ThreadMessage(id="", role="assistant", content="", status="")
+
+
+class LiveReplyState(rx.State):
+    """The reply this page is following while it streams (an empty id: none)."""
+
+    reply: thread.ThreadMessage = _no_reply()
+
+
 def _conversation_id_from(url: str) -> uuid.UUID | None:
     parts = [part for part in urlsplit(url).path.split("/") if part]
     if len(parts) >= 2 and parts[-2] == "chat":
@@ -56,6 +68,9 @@ class ChatState(SessionState):
     editing_id: str = ""
     edit_text: str = ""
     research_mode: bool = False
+    # Whose reply `follow_reply` follows: set by the handler that verified them and
+    # started (or found) the reply, so following needs no second check.
+    _reply_owner: str = ""
 
     @rx.event
     def set_research_mode(self, value: bool):
@@ -140,6 +155,7 @@ class ChatState(SessionState):
         self.title = ""
         self.streaming_id = ""
         self.model_choice = ""
+        self._stop_following(await self.get_state(LiveReplyState))
         try:
             if conversation_id is not None:
                 await self._refresh(owner, conversation_id)
@@ -152,6 +168,7 @@ class ChatState(SessionState):
         if self.streaming_id and self._research_job_of(self.streaming_id) is not None:
             return ChatState.poll_reply
         if self.streaming_id and chat_service.get_engine().live(uuid.UUID(self.streaming_id)):
+            await self._start_following(owner, self.streaming_id)
             return ChatState.follow_reply
         if self.streaming_id:
             # Written by another instance: read it from the database until it ends.
@@ -233,7 +250,7 @@ class ChatState(SessionState):
                     )
                     await session.commit()
             else:
-                _, reply = await chat_service.get_engine().send(
+                sent, reply = await chat_service.get_engine().send(
                     owner_id=user.user_id,
                     conversation_id=uuid.UUID(self.conversation_id),
                     content=text,
@@ -247,25 +264,56 @@ class ChatState(SessionState):
                 self.conversation_id = ""
             return None
         self.draft = ""
-        self.pending_attachments = []
         self.streaming_id = str(reply.id)
         if new_conversation:
+            self.pending_attachments = []
             return [
                 rx.redirect(f"/chat/{self.conversation_id}"),
                 ConversationListState.reload,
             ]
-        await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
         if self.research_mode:
+            self.pending_attachments = []
+            await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
             return [ChatState.poll_reply, ConversationListState.reload]
+        # The thread is not read again: the message joins it from here (with the chips
+        # it was sent with) and the reply is followed apart.
+        self.messages = [
+            *self.messages,
+            thread.thread_message(
+                sent, {chip.id: chip for chip in self.pending_attachments if chip.id}
+            ),
+        ]
+        self.pending_attachments = []
+        await self._start_following(user.user_id, str(reply.id), thread.thread_message(reply, {}))
         # The sidebar is reloaded once the first words are on screen (follow_reply): a
         # reload queued here would hold this page's state while they wait.
         return ChatState.follow_reply
 
+    async def _start_following(
+        self, owner: uuid.UUID, reply_id: str, shown: thread.ThreadMessage | None = None
+    ) -> None:
+        """The reply leaves the thread for LiveReplyState while it streams."""
+        self._reply_owner = str(owner)
+        in_thread = next((message for message in self.messages if message.id == reply_id), None)
+        if in_thread is not None:
+            self.messages = [message for message in self.messages if message.id != reply_id]
+        live = await self.get_state(LiveReplyState)
+        live.reply = (
+            in_thread
+            or shown
+            or thread.ThreadMessage(id=reply_id, role="assistant", content="", status="streaming")
+        )
+
+    def _stop_following(self, live: LiveReplyState) -> None:
+        self._reply_owner = ""
+        if live.reply.id:
+            live.reply = _no_reply()
+
     @rx.event(background=True)
     async def follow_reply(self):
         async with self:
-            owner = await self._user_id()
             message_id = self.streaming_id
+            owner = uuid.UUID(self._reply_owner) if self._reply_owner else None
         if owner is None or not message_id:
             return
         engine = chat_service.get_engine()
@@ -284,7 +332,9 @@ class ChatState(SessionState):
                 continue
             last_frame = now
             async with self:
-                self._apply(snapshot)
+                live = await self.get_state(LiveReplyState)
+                if live.reply.id == message_id:
+                    live.reply = self._live_view(snapshot)
             if first_words:
                 text_shown = True
                 yield ConversationListState.reload
@@ -293,6 +343,10 @@ class ChatState(SessionState):
                 await self._refresh(owner, uuid.UUID(self.conversation_id))
             if self.streaming_id == message_id:
                 self.streaming_id = ""
+            live = await self.get_state(LiveReplyState)
+            if live.reply.id == message_id:
+                # The finished reply is in the thread now: one frame, no flicker.
+                self._stop_following(live)
             conversation_id = self.conversation_id
         if conversation_id:
             await engine.title_ready(uuid.UUID(conversation_id))
@@ -300,26 +354,19 @@ class ChatState(SessionState):
                 await self._refresh(owner, uuid.UUID(conversation_id))
         yield ConversationListState.reload
 
-    def _apply(self, snapshot) -> None:
-        message_id = str(snapshot.message_id)
-        chips: dict[str, thread.AttachmentChip] = {}
-        updated = []
-        for message in self.messages:
-            if message.id == message_id:
-                view = conversations.MessageView(
-                    id=snapshot.message_id,
-                    conversation_id=uuid.UUID(self.conversation_id),
-                    owner_id=uuid.UUID(int=0),
-                    role="assistant",
-                    content=snapshot.content,
-                    status=snapshot.status,
-                    model=None,
-                    error=snapshot.error,
-                    details=snapshot.details,
-                )
-                message = thread.thread_message(view, chips)
-            updated.append(message)
-        self.messages = updated
+    def _live_view(self, snapshot) -> thread.ThreadMessage:
+        view = conversations.MessageView(
+            id=snapshot.message_id,
+            conversation_id=uuid.UUID(self.conversation_id),
+            owner_id=uuid.UUID(int=0),
+            role="assistant",
+            content=snapshot.content,
+            status=snapshot.status,
+            model=None,
+            error=snapshot.error,
+            details=snapshot.details,
+        )
+        return thread.thread_message(view, {})
 
     @rx.event(background=True)
     async def poll_reply(self):
@@ -351,6 +398,7 @@ class ChatState(SessionState):
         if self.conversation_id:
             await self._refresh(owner, uuid.UUID(self.conversation_id))
         self.streaming_id = ""
+        self._stop_following(await self.get_state(LiveReplyState))
 
     @rx.event
     async def regenerate(self):
@@ -368,6 +416,7 @@ class ChatState(SessionState):
             return None
         self.streaming_id = str(reply.id)
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
+        await self._start_following(user.user_id, str(reply.id))
         return ChatState.follow_reply
 
     @rx.event
@@ -402,6 +451,7 @@ class ChatState(SessionState):
         self.editing_id = ""
         self.streaming_id = str(reply.id)
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
+        await self._start_following(user.user_id, str(reply.id))
         return ChatState.follow_reply
 
     @rx.event
@@ -419,4 +469,5 @@ class ChatState(SessionState):
             self.error = "That action was already answered."
             return None
         self.streaming_id = message_id
+        await self._start_following(user.user_id, message_id)
         return ChatState.follow_reply
