@@ -86,10 +86,12 @@ WATCH_FRAMES = """
   class Watched extends Original {
     constructor(...args) {
       super(...args);
-      this.addEventListener("message", () => {
+      this.addEventListener("message", (event) => {
         const bench = window.__chatBench;
         if (bench && bench.keydown !== null && bench.firstToken === null) {
           bench.lastFrame = performance.timeOrigin + performance.now();
+          const size = typeof event.data === "string" ? event.data.length : -1;
+          bench.frames.push([bench.lastFrame, size]);
         }
       });
     }
@@ -101,7 +103,7 @@ WATCH_FRAMES = """
 ARM_PAGE = """
 (before) => {
   const bench = (window.__chatBench = {
-    keydown: null, firstToken: null, text: null, lastFrame: null,
+    keydown: null, firstToken: null, text: null, lastFrame: null, frames: [],
   });
   const now = () => performance.timeOrigin + performance.now();
   const onKey = (event) => {
@@ -396,6 +398,11 @@ def measure_latency(
                     f"{request.received_at:.4f}, its first byte {request.first_byte_at:.4f}, "
                     f"in the DOM {first_token:.4f} (epoch seconds)"
                 )
+                frames = ", ".join(
+                    f"+{(at / 1000 - keydown) * 1000:.1f} ms ({size} chars)"
+                    for at, size in seen.get("frames") or []
+                )
+                print(f"    frames at the page after the keypress: {frames}")
         context.close()
         browser.close()
     return samples
@@ -516,6 +523,10 @@ class Follower:
                 self.errors.append(f"page error: {value}")
         if self.sent_at is None:
             return
+        # The reply streams in LiveReplyState.reply, then joins the thread (messages).
+        for live in state_values(update, "reply"):
+            if live.get("id") and live.get("content") and self.first_text_at is None:
+                self.first_text_at = time.perf_counter()
         for messages in state_values(update, "messages"):
             replies = [m for m in messages if m.get("role") == "assistant"]
             if not replies:

@@ -264,35 +264,58 @@ def _is_active(auth_session: AuthSession) -> bool:
     return auth_session.revoked_at is None and auth_session.expires_at > _now()
 
 
+@dataclass(frozen=True)
+class ActiveSession:
+    """A live built-in session and the user it belongs to, as read for one request."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    external_auth_id: str
+    email: str | None
+    display_name: str | None
+    is_admin: bool
+
+
 async def active_session(
     *, session: AsyncSession, session_id: str | None, external_auth_id: str
-) -> tuple[AuthSession, User] | None:
-    """The session named by a verified token, if it is still live and its user exists."""
+) -> ActiveSession | None:
+    """The session named by a verified token, if it is still live and its user exists.
+
+    Every event of a signed-in page comes through here, the send of a message among
+    them: one plain query, and a write only when `last_seen_at` is stale.
+    """
     try:
         parsed = uuid.UUID(session_id or "")
     except ValueError:
         return None
-    # One query for both rows, read fresh from the database (never a cached object).
+    now = _now()
     row = (
         await session.execute(
-            select(AuthSession, User)
-            .join(User, User.id == AuthSession.user_id)  # type: ignore[arg-type]
-            .where(
-                AuthSession.id == parsed,
-                AuthSession.revoked_at.is_(None),  # type: ignore[union-attr]
-                AuthSession.expires_at > _now(),
-                User.external_auth_id == external_auth_id,
-            )
-            .execution_options(populate_existing=True)
+            text(
+                "select s.id as session_id, s.last_seen_at, u.id as user_id,"
+                " u.external_auth_id, u.email, u.display_name, u.is_admin"
+                " from auth_sessions s join users u on u.id = s.user_id"
+                " where s.id = :id and s.revoked_at is null and s.expires_at > :now"
+                " and u.external_auth_id = :subject"
+            ),
+            {"id": parsed, "now": now, "subject": external_auth_id},
         )
     ).first()
     if row is None:
         return None
-    auth_session, user = row
-    now = _now()
-    if auth_session.last_seen_at is None or now - auth_session.last_seen_at > LAST_SEEN_RESOLUTION:
-        auth_session.last_seen_at = now
-    return auth_session, user
+    if row.last_seen_at is None or now - row.last_seen_at > LAST_SEEN_RESOLUTION:
+        await session.execute(
+            text("update auth_sessions set last_seen_at = :now where id = :id"),
+            {"id": parsed, "now": now},
+        )
+    return ActiveSession(
+        session_id=row.session_id,
+        user_id=row.user_id,
+        external_auth_id=row.external_auth_id,
+        email=row.email,
+        display_name=row.display_name,
+        is_admin=bool(row.is_admin),
+    )
 
 
 async def sign_out(*, session: AsyncSession, session_id: uuid.UUID) -> None:

@@ -126,17 +126,16 @@ async def _verified_user(
     )
     if found is None:
         return None
-    auth_session, user = found
     return AuthenticatedUser(
-        user_id=user.id,
-        external_auth_id=user.external_auth_id,
+        user_id=found.user_id,
+        external_auth_id=found.external_auth_id,
         provider=builtin.AUTH_PROVIDER,
-        email=user.email,
-        display_name=_display_name(user.email, user.display_name),
+        email=found.email,
+        display_name=_display_name(found.email, found.display_name),
         # ADMIN_EMAILS is read now, so a change applies without a new sign-in; the
         # stored flag is an operator's grant (`python -m carmenta create-admin`).
-        is_admin=user.is_admin or (bool(user.email) and user.email in settings.admin_email_set),
-        session_id=str(auth_session.id),
+        is_admin=found.is_admin or (bool(found.email) and found.email in settings.admin_email_set),
+        session_id=str(found.session_id),
     )
 
 

@@ -8,7 +8,10 @@ from carmenta.chat.thread import AttachmentChip, SourceLink, ThreadMessage, Tool
 from carmenta.components.file_uploader import file_uploader
 from carmenta.components.layout import page
 from carmenta.components.markdown import thread_markdown
-from carmenta.state.chat import LONG_PASTE_CHARS, ChatState, LiveReplyState
+from carmenta.state.chat import LONG_PASTE_CHARS, ChatState, LiveReplyState, ThreadState
+
+# app.css hides these inside a thread marked data-busy="true".
+HIDDEN_WHILE_BUSY = "hidden-while-busy"
 
 
 def attachment_chip(chip: AttachmentChip) -> rx.Component:
@@ -235,7 +238,7 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
         rx.hstack(
             status_line(message),
             rx.cond(
-                (message.id == ChatState.last_assistant_id) & ~ChatState.is_streaming,
+                message.id == ThreadState.last_assistant_id,
                 rx.button(
                     rx.icon("refresh-cw", size=14, aria_hidden="true"),
                     "Regenerate",
@@ -243,6 +246,7 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
                     variant="ghost",
                     on_click=ChatState.regenerate,
                     data_testid="regenerate",
+                    class_name=HIDDEN_WHILE_BUSY,
                 ),
             ),
             spacing="2",
@@ -256,14 +260,14 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
 
 
 def user_message(message: ThreadMessage) -> rx.Component:
-    editing = ChatState.editing_id == message.id
+    editing = ThreadState.editing_id == message.id
     return rx.vstack(
         rx.cond(
             editing,
             rx.vstack(
                 rx.text_area(
-                    value=ChatState.edit_text,
-                    on_change=ChatState.set_edit_text,
+                    value=ThreadState.edit_text,
+                    on_change=ThreadState.set_edit_text,
                     aria_label="Edit your message",
                     width="100%",
                     rows="3",
@@ -275,7 +279,7 @@ def user_message(message: ThreadMessage) -> rx.Component:
                         size="1",
                         variant="soft",
                         color_scheme="gray",
-                        on_click=ChatState.cancel_edit,
+                        on_click=ThreadState.cancel_edit,
                     ),
                     spacing="2",
                 ),
@@ -295,15 +299,16 @@ def user_message(message: ThreadMessage) -> rx.Component:
             rx.flex(rx.foreach(message.attachments, attachment_chip), wrap="wrap", gap="0.5rem"),
         ),
         rx.cond(
-            (message.id == ChatState.last_user_id) & ~ChatState.is_streaming & ~editing,
+            (message.id == ThreadState.last_user_id) & ~editing,
             rx.button(
                 rx.icon("pencil", size=14, aria_hidden="true"),
                 "Edit",
                 size="1",
                 variant="ghost",
                 color_scheme="gray",
-                on_click=ChatState.start_edit(message.id, message.content),
+                on_click=ThreadState.start_edit(message.id, message.content),
                 data_testid="edit-message",
+                class_name=HIDDEN_WHILE_BUSY,
             ),
         ),
         align="end",
@@ -315,6 +320,13 @@ def user_message(message: ThreadMessage) -> rx.Component:
 
 def thread_message(message: ThreadMessage) -> rx.Component:
     return rx.cond(message.role == "user", user_message(message), assistant_message(message))
+
+
+@rx.memo
+def thread_messages() -> rx.Component:
+    """The thread as last read. It reads ThreadState alone, so a frame of the streaming
+    reply or a keystroke in the composer does not render it again."""
+    return rx.foreach(ThreadState.messages, thread_message)
 
 
 def empty_thread() -> rx.Component:
@@ -478,11 +490,15 @@ def chat_view() -> rx.Component:
                     ChatState.loading,
                     rx.hstack(rx.spinner(), rx.text("Loading…"), role="status"),
                     rx.cond(
-                        ChatState.messages.length() > 0,
+                        (ThreadState.messages.length() > 0) | (LiveReplyState.reply.id != ""),
                         rx.vstack(
-                            rx.foreach(ChatState.messages, thread_message),
-                            # The reply being followed: apart, so its frames re-render
-                            # it alone rather than the whole thread.
+                            thread_messages(),
+                            # The exchange in progress: apart, so its frames re-render it
+                            # alone rather than the whole thread.
+                            rx.cond(
+                                LiveReplyState.asked.id != "",
+                                user_message(LiveReplyState.asked),
+                            ),
                             rx.cond(
                                 LiveReplyState.reply.id != "",
                                 assistant_message(LiveReplyState.reply),
@@ -492,6 +508,9 @@ def chat_view() -> rx.Component:
                             role="log",
                             aria_label="Conversation",
                             data_testid="thread",
+                            # While a reply is written, Regenerate and Edit are hidden
+                            # (by app.css), without rendering the thread again.
+                            data_busy=rx.cond(ChatState.is_streaming, "true", "false"),
                         ),
                         empty_thread(),
                     ),

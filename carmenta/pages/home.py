@@ -5,7 +5,7 @@ import reflex as rx
 from carmenta.components.layout import page
 from carmenta.components.status import service_status
 from carmenta.pages.chat import chat_view
-from carmenta.state.chat import ChatState
+from carmenta.state.chat import ChatState, ThreadState
 
 
 def feature_card(icon: str, title: str, text: str) -> rx.Component:
@@ -30,7 +30,7 @@ def home() -> rx.Component:
     return rx.vstack(
         service_status(),
         rx.cond(
-            ChatState.messages.length() == 0,
+            ThreadState.messages.length() == 0,
             rx.grid(
                 feature_card(
                     "message-circle",

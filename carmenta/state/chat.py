@@ -2,9 +2,14 @@
 
 The reply is written by the chat engine, not by this state: a handler stores the
 person's message, starts the reply and returns; a background event follows the reply
-and copies what arrived into the page a few times a second. The reply being followed
-lives in `LiveReplyState`, apart from the thread, so that each frame carries and
-re-renders that one reply rather than the whole conversation.
+and copies what arrived into the page a few times a second.
+
+The page's state is split by how often it changes, because a change re-renders
+everything that reads the state it belongs to: `ThreadState` holds the conversation
+as read from the database (it changes when the thread does); `LiveReplyState` holds
+the message just sent and the reply being followed (it changes with every frame);
+`ChatState` holds the rest. Sending and streaming therefore never re-render the
+whole thread, which on a long conversation took longer than the first words.
 """
 
 from __future__ import annotations
@@ -33,14 +38,50 @@ OFFLINE_OPTION = "offline"
 LONG_PASTE_CHARS = 4000
 
 
-def _no_reply() -> thread.ThreadMessage:
-    return thread.ThreadMessage(id="", role="assistant", content="", status="")
+def _no_message(role: str) -> thread.ThreadMessage:
+    return thread.ThreadMessage(id="", role=role, content="", status="")
+
+
+class ThreadState(rx.State):
+    """The conversation's messages as last read, and the message being edited."""
+
+    messages: list[thread.ThreadMessage] = []
+    editing_id: str = ""
+    edit_text: str = ""
+
+    @rx.var
+    def last_user_id(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.id
+        return ""
+
+    @rx.var
+    def last_assistant_id(self) -> str:
+        if self.messages and self.messages[-1].role == "assistant":
+            return self.messages[-1].id
+        return ""
+
+    @rx.event
+    def start_edit(self, message_id: str, content: str):
+        self.editing_id = message_id
+        self.edit_text = content
+
+    @rx.event
+    def set_edit_text(self, value: str):
+        self.edit_text = value
+
+    @rx.event
+    def cancel_edit(self):
+        self.editing_id = ""
 
 
 class LiveReplyState(rx.State):
-    """The reply this page is following while it streams (an empty id: none)."""
+    """The message just sent and the reply this page follows while it streams (an
+    empty id: none). Both join the thread when the reply ends."""
 
-    reply: thread.ThreadMessage = _no_reply()
+    asked: thread.ThreadMessage = _no_message("user")
+    reply: thread.ThreadMessage = _no_message("assistant")
 
 
 def _conversation_id_from(url: str) -> uuid.UUID | None:
@@ -56,7 +97,6 @@ def _conversation_id_from(url: str) -> uuid.UUID | None:
 class ChatState(SessionState):
     conversation_id: str = ""
     title: str = ""
-    messages: list[thread.ThreadMessage] = []
     loading: bool = False
     not_found: bool = False
     error: str = ""
@@ -65,8 +105,6 @@ class ChatState(SessionState):
     streaming_id: str = ""
     models: list[dict[str, str]] = []
     model_choice: str = ""
-    editing_id: str = ""
-    edit_text: str = ""
     research_mode: bool = False
     # Whose reply `follow_reply` follows: set by the handler that verified them and
     # started (or found) the reply, so following needs no second check.
@@ -76,8 +114,8 @@ class ChatState(SessionState):
     def set_research_mode(self, value: bool):
         self.research_mode = value
 
-    def _research_job_of(self, message_id: str) -> int | None:
-        for message in self.messages:
+    async def _research_job_of(self, message_id: str) -> int | None:
+        for message in (await self.get_state(ThreadState)).messages:
             if message.id == message_id and message.research_job:
                 return int(message.research_job)
         return None
@@ -85,19 +123,6 @@ class ChatState(SessionState):
     @rx.var
     def is_streaming(self) -> bool:
         return bool(self.streaming_id)
-
-    @rx.var
-    def last_user_id(self) -> str:
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.id
-        return ""
-
-    @rx.var
-    def last_assistant_id(self) -> str:
-        if self.messages and self.messages[-1].role == "assistant":
-            return self.messages[-1].id
-        return ""
 
     @rx.var
     def model_label(self) -> str:
@@ -120,7 +145,7 @@ class ChatState(SessionState):
             )
         self.title = conversation.title
         self.model_choice = conversation.model or self.model_choice
-        self.messages = messages
+        (await self.get_state(ThreadState)).messages = messages
         streaming = [m.id for m in messages if m.status == "streaming"]
         self.streaming_id = streaming[-1] if streaming else ""
 
@@ -144,14 +169,15 @@ class ChatState(SessionState):
         self.loading = True
         self.error = ""
         self.not_found = False
-        self.editing_id = ""
+        thread_state = await self.get_state(ThreadState)
+        thread_state.editing_id = ""
         owner = await self._user_id()
         if owner is None:
             self.loading = False
             return None
         conversation_id = _conversation_id_from(str(self.router.url))
         self.conversation_id = str(conversation_id) if conversation_id else ""
-        self.messages = []
+        thread_state.messages = []
         self.title = ""
         self.streaming_id = ""
         self.model_choice = ""
@@ -165,7 +191,7 @@ class ChatState(SessionState):
         except Exception:  # noqa: BLE001 - the page shows the failure instead of breaking
             self.error = "This conversation could not be loaded. Try again in a moment."
         self.loading = False
-        if self.streaming_id and self._research_job_of(self.streaming_id) is not None:
+        if self.streaming_id and await self._research_job_of(self.streaming_id) is not None:
             return ChatState.poll_reply
         if self.streaming_id and chat_service.get_engine().live(uuid.UUID(self.streaming_id)):
             await self._start_following(owner, self.streaming_id)
@@ -275,39 +301,56 @@ class ChatState(SessionState):
             self.pending_attachments = []
             await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
             return [ChatState.poll_reply, ConversationListState.reload]
-        # The thread is not read again: the message joins it from here (with the chips
-        # it was sent with) and the reply is followed apart.
-        self.messages = [
-            *self.messages,
-            thread.thread_message(
-                sent, {chip.id: chip for chip in self.pending_attachments if chip.id}
-            ),
-        ]
+        # The thread is neither read again nor changed: the message and its reply show
+        # after it (the message with the chips it was sent with) until the reply ends.
+        asked = thread.thread_message(
+            sent, {chip.id: chip for chip in self.pending_attachments if chip.id}
+        )
         self.pending_attachments = []
-        await self._start_following(user.user_id, str(reply.id), thread.thread_message(reply, {}))
+        await self._start_following(
+            user.user_id,
+            str(reply.id),
+            thread.thread_message(reply, {}),
+            asked=asked,
+            from_thread=False,
+        )
         # The sidebar is reloaded once the first words are on screen (follow_reply): a
         # reload queued here would hold this page's state while they wait.
         return ChatState.follow_reply
 
     async def _start_following(
-        self, owner: uuid.UUID, reply_id: str, shown: thread.ThreadMessage | None = None
+        self,
+        owner: uuid.UUID,
+        reply_id: str,
+        shown: thread.ThreadMessage | None = None,
+        *,
+        asked: thread.ThreadMessage | None = None,
+        from_thread: bool = True,
     ) -> None:
-        """The reply leaves the thread for LiveReplyState while it streams."""
+        """The reply leaves the thread (when it is in it) for LiveReplyState while it
+        streams. `from_thread=False` for a reply known not to be there: the thread is
+        then not even looked at, since going through it marks it changed."""
         self._reply_owner = str(owner)
-        in_thread = next((message for message in self.messages if message.id == reply_id), None)
-        if in_thread is not None:
-            self.messages = [message for message in self.messages if message.id != reply_id]
+        in_thread = None
+        if from_thread:
+            thread_state = await self.get_state(ThreadState)
+            in_thread = next((m for m in thread_state.messages if m.id == reply_id), None)
+            if in_thread is not None:
+                thread_state.messages = [m for m in thread_state.messages if m.id != reply_id]
         live = await self.get_state(LiveReplyState)
         live.reply = (
             in_thread
             or shown
             or thread.ThreadMessage(id=reply_id, role="assistant", content="", status="streaming")
         )
+        live.asked = asked or _no_message("user")
 
     def _stop_following(self, live: LiveReplyState) -> None:
         self._reply_owner = ""
         if live.reply.id:
-            live.reply = _no_reply()
+            live.reply = _no_message("assistant")
+        if live.asked.id:
+            live.asked = _no_message("user")
 
     @rx.event(background=True)
     async def follow_reply(self):
@@ -387,7 +430,7 @@ class ChatState(SessionState):
         owner = await self._user_id()
         if owner is None or not self.streaming_id:
             return
-        job_id = self._research_job_of(self.streaming_id)
+        job_id = await self._research_job_of(self.streaming_id)
         if job_id is not None:
             # Research stops at its next step and keeps what it found.
             await jobs.cancel_job(owner_id=owner, job_id=job_id)
@@ -420,35 +463,23 @@ class ChatState(SessionState):
         return ChatState.follow_reply
 
     @rx.event
-    def start_edit(self, message_id: str, content: str):
-        self.editing_id = message_id
-        self.edit_text = content
-
-    @rx.event
-    def set_edit_text(self, value: str):
-        self.edit_text = value
-
-    @rx.event
-    def cancel_edit(self):
-        self.editing_id = ""
-
-    @rx.event
     async def resend_edit(self):
         user = await self.verified_user()
-        if user is None or not self.conversation_id or not self.editing_id:
+        thread_state = await self.get_state(ThreadState)
+        if user is None or not self.conversation_id or not thread_state.editing_id:
             return None
         try:
             reply = await chat_service.get_engine().edit_and_resend(
                 owner_id=user.user_id,
                 conversation_id=uuid.UUID(self.conversation_id),
-                message_id=uuid.UUID(self.editing_id),
-                content=self.edit_text,
+                message_id=uuid.UUID(thread_state.editing_id),
+                content=thread_state.edit_text,
                 user_name=user.display_name,
             )
         except CarmentaError as error:
             self.error = str(error)
             return None
-        self.editing_id = ""
+        thread_state.editing_id = ""
         self.streaming_id = str(reply.id)
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
         await self._start_following(user.user_id, str(reply.id))

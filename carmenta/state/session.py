@@ -36,11 +36,19 @@ class SessionState(rx.State):
 
     async def verified_user(self) -> auth_service.AuthenticatedUser | None:
         user = await auth_service.current_user(settings=get_settings(), token=self._session_token())
-        self.signed_in = user is not None
-        self.user_email = (user.email or "") if user else ""
-        self.user_name = (user.display_name or "") if user else ""
-        self.is_admin = bool(user and user.is_admin)
-        self.auth_checked = True
+        seen = {
+            "signed_in": user is not None,
+            "user_email": (user.email or "") if user else "",
+            "user_name": (user.display_name or "") if user else "",
+            "is_admin": bool(user and user.is_admin),
+            "auth_checked": True,
+        }
+        # For a signed-in person only what changed is assigned: an assignment sends the
+        # value to the page and renders again everything that shows it, on every event.
+        # Signed out, the page is always told.
+        for name, value in seen.items():
+            if user is None or getattr(self, name) != value:
+                setattr(self, name, value)
         return user
 
     def _current_path(self) -> str:

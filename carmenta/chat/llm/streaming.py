@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import anthropic
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from carmenta.chat.llm import anthropic_api, openai_api
 from carmenta.chat.llm.clients import base_url_for, client_for
@@ -63,7 +64,14 @@ async def stream_reply(
             params = anthropic_api.request(
                 model=option.model, system=system, turns=turns, tools=tools, max_tokens=max_tokens
             )
-            stream = await client.messages.create(**params, stream=True)
+            # As for OpenAI below: the client's own POST, without the type transformer.
+            stream = await client.post(
+                "/v1/messages",
+                body={**params, "stream": True},
+                cast_to=anthropic.types.Message,
+                stream=True,
+                stream_cls=anthropic.AsyncStream[anthropic.types.RawMessageStreamEvent],
+            )
             translated = anthropic_api.events(stream)
         else:
             params = openai_api.request(
@@ -74,7 +82,17 @@ async def stream_reply(
                 max_tokens=max_tokens,
                 base_url=base_url_for(option.provider, credentials),
             )
-            stream = await client.chat.completions.create(**params)
+            # The client's own POST with the body as built: `completions.create` would
+            # first walk every message through the SDK's type transformer, which costs
+            # milliseconds on the way to the first token and leaves these plain JSON
+            # values as they are.
+            stream = await client.post(
+                "/chat/completions",
+                body=params,
+                cast_to=ChatCompletion,
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            )
             translated = openai_api.events(stream)
         async for event in translated:
             yield event
