@@ -195,6 +195,24 @@ class _Round:
 
 
 _Planned = tuple[ReplyPlan, list[ToolOffer]]
+
+
+@dataclass
+class PreparedReply:
+    """A reply's context being read for a message not yet stored (see `prepare`)."""
+
+    owner_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_name: str | None
+    pending: PendingMessage
+    planning: asyncio.Task[_Planned | None]
+    # Set once `send` has it: from then on the send decides whether it is used.
+    claimed: bool = False
+
+    def cancel(self) -> None:
+        self.planning.cancel()
+
+
 # A file in one of these states has not been read yet: its text is not known.
 UNREAD_FILE_STATUSES = ("uploading", "processing")
 
@@ -229,7 +247,7 @@ class ChatEngine:
 
     # -- starting replies ---------------------------------------------------------------
 
-    async def send(
+    def prepare(
         self,
         *,
         owner_id: uuid.UUID,
@@ -237,13 +255,14 @@ class ChatEngine:
         content: str,
         attachment_ids: list[uuid.UUID] | None = None,
         user_name: str | None = None,
-    ) -> tuple[conversations.MessageView, conversations.MessageView]:
-        """Store the person's message and start the reply; returns both rows.
+    ) -> PreparedReply:
+        """Start reading what a reply to this message will need, before it is sent.
 
-        The reply's context is read while the message is being stored, neither waiting
-        for the other; the model is asked only once the message is committed.
+        For a page that knows who is signed in but has yet to check the session again:
+        the reads run meanwhile. Only reads: nothing is stored or shown, and `send`
+        uses the result only for the same person, conversation and message; the caller
+        cancels it otherwise. Raises MessageRefused for a message that cannot be sent.
         """
-        self._refuse_when_stopping()
         pending = PendingMessage(
             content=conversations.checked_message(content),
             attachment_ids=[str(file_id) for file_id in dict.fromkeys(attachment_ids or [])],
@@ -253,6 +272,48 @@ class ChatEngine:
         planning = asyncio.create_task(
             self._plan_pending(owner_id, conversation_id, pending, user_name=user_name)
         )
+        # A plan nobody asks for may fail unseen; its outcome is read so that is quiet.
+        planning.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return PreparedReply(owner_id, conversation_id, user_name, pending, planning)
+
+    async def send(
+        self,
+        *,
+        owner_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        content: str,
+        attachment_ids: list[uuid.UUID] | None = None,
+        user_name: str | None = None,
+        prepared: PreparedReply | None = None,
+    ) -> tuple[conversations.MessageView, conversations.MessageView]:
+        """Store the person's message and start the reply; returns both rows.
+
+        The reply's context is read while the message is being stored (or was already
+        being read: `prepared`, from `prepare`), neither waiting for the other; the
+        model is asked only once the message is committed.
+        """
+        if prepared is not None:
+            prepared.claimed = True
+        if prepared is not None and not _prepared_for(
+            prepared, owner_id, conversation_id, content, attachment_ids, user_name
+        ):
+            prepared.cancel()
+            prepared = None
+        try:
+            self._refuse_when_stopping()
+        except ServerStoppingError:
+            if prepared is not None:
+                prepared.cancel()
+            raise
+        if prepared is None:
+            prepared = self.prepare(
+                owner_id=owner_id,
+                conversation_id=conversation_id,
+                content=content,
+                attachment_ids=attachment_ids,
+                user_name=user_name,
+            )
+        pending, planning = prepared.pending, prepared.planning
         try:
             async with session_scope() as session:
                 user_message, reply = await conversations.add_exchange(
@@ -602,6 +663,17 @@ class ChatEngine:
         async def credentials_for(option: ModelOption) -> ModelCredentials:
             return await self._models.credentials(session=session, owner_id=owner_id, option=option)
 
+        offered: list[ToolOffer] = []
+
+        async def options_and_tools() -> list[ModelOption]:
+            # Both are read on this session while the sources are found on others, so
+            # the tools cost nothing on the way to the first token; they are offered
+            # only if the chosen model takes them.
+            options = await self._models.options(session=session, owner_id=owner_id)
+            if self._tools is not None:
+                offered.extend(await self._tools.offers(session=session, owner_id=owner_id))
+            return options
+
         plan = await plan_reply(
             session=session,
             settings=self.settings,
@@ -609,7 +681,7 @@ class ChatEngine:
             conversation_id=conversation_id,
             embedder=self.embedder,
             # Read after the conversation, once the sources are being found alongside.
-            options=self._models.options(session=session, owner_id=owner_id),
+            options=options_and_tools(),
             credentials_for=credentials_for,
             user_name=user_name,
             # This session writes nothing: the sources may be read on connections of
@@ -617,9 +689,7 @@ class ChatEngine:
             parallel_search=True,
             pending=pending,
         )
-        offers: list[ToolOffer] = []
-        if plan.option is not None and plan.option.tools and self._tools is not None:
-            offers = await self._tools.offers(session=session, owner_id=owner_id)
+        offers = offered if plan.option is not None and plan.option.tools else []
         return plan, offers
 
     async def _write_offline(self, live: LiveReply, plan: ReplyPlan) -> None:
@@ -902,6 +972,26 @@ class ChatEngine:
             await asyncio.gather(
                 *list(self._background), *list(self._titling.values()), return_exceptions=True
             )
+
+
+def _prepared_for(
+    prepared: PreparedReply,
+    owner_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    content: str,
+    attachment_ids: list[uuid.UUID] | None,
+    user_name: str | None,
+) -> bool:
+    pending = prepared.pending
+    return (
+        prepared.owner_id == owner_id
+        and prepared.conversation_id == conversation_id
+        and prepared.user_name == user_name
+        # (As `checked_message` leaves it; the length was checked when it was prepared.)
+        and pending.content == content.replace("\x00", "")
+        and pending.attachment_ids
+        == [str(file_id) for file_id in dict.fromkeys(attachment_ids or [])]
+    )
 
 
 class _ReplyEnded(Exception):

@@ -23,7 +23,7 @@ import reflex as rx
 
 from carmenta.chat import research, thread
 from carmenta.chat import service as chat_service
-from carmenta.chat.engine import ServerStoppingError
+from carmenta.chat.engine import PreparedReply, ServerStoppingError
 from carmenta.conversations import service as conversations
 from carmenta.db import session_scope
 from carmenta.errors import CarmentaError
@@ -239,17 +239,50 @@ class ChatState(SessionState):
         except CarmentaError as error:
             self.error = str(error)
 
+    def _prepare_reply(self, text: str, attachments: list[uuid.UUID]) -> PreparedReply | None:
+        """Start reading the reply's context for whoever this page last verified, while
+        the send checks the session again; `None` when there is nothing to prepare."""
+        engine = chat_service.get_engine()
+        if (
+            not self._verified_user_id
+            or not self.conversation_id
+            or self.research_mode
+            or not engine.accepting
+            or not (text.strip() or attachments)
+        ):
+            return None
+        try:
+            return engine.prepare(
+                owner_id=uuid.UUID(self._verified_user_id),
+                conversation_id=uuid.UUID(self.conversation_id),
+                content=text,
+                attachment_ids=attachments,
+                user_name=self.user_name or None,
+            )
+        except CarmentaError:
+            return None  # the send itself says what is wrong with the message
+
     @rx.event
     async def send(self, form: dict | None = None):
         text = str((form or {}).get("message", self.draft) or "")
         if self.streaming_id:
             self.error = "Wait for the reply to finish, or stop it first."
             return None
+        attachments = [uuid.UUID(a.id) for a in self.pending_attachments if a.id]
+        # Used by the engine only if the session check below names the same person.
+        prepared = self._prepare_reply(text, attachments)
+        try:
+            return await self._send(text, attachments, prepared)
+        finally:
+            if prepared is not None and not prepared.claimed:
+                # Refused before the engine took it (signed out, empty message): dropped.
+                prepared.cancel()
+
+    async def _send(self, text: str, attachments: list[uuid.UUID], prepared: PreparedReply | None):
         user = await self.verified_user()
         if user is None:
             return None
         self.error = ""
-        attachments = [uuid.UUID(a.id) for a in self.pending_attachments if a.id]
         if not text.strip() and not attachments:
             self.error = "Write a message or attach a file first."
             return None
@@ -282,6 +315,7 @@ class ChatState(SessionState):
                     content=text,
                     attachment_ids=attachments,
                     user_name=user.display_name,
+                    prepared=prepared,
                 )
         except CarmentaError as error:
             # The draft stays in the box: nothing the person wrote is lost.

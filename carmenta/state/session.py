@@ -21,6 +21,10 @@ SIGN_IN_PATH = "/sign-in"
 class SessionState(rx.State):
     auth_checked: bool = False
     signed_in: bool = False
+    # Who the last verification in this page named (never sent to the page). A hint
+    # only: work may start on it, but nothing is written or shown until an event's own
+    # verification names the same person.
+    _verified_user_id: str = ""
     user_email: str = ""
     user_name: str = ""
     is_admin: bool = False
@@ -49,6 +53,7 @@ class SessionState(rx.State):
         for name, value in seen.items():
             if user is None or getattr(self, name) != value:
                 setattr(self, name, value)
+        self._verified_user_id = str(user.user_id) if user else ""
         return user
 
     def _current_path(self) -> str:
