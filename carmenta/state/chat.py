@@ -32,6 +32,8 @@ from carmenta.settings import get_settings
 from carmenta.state.conversation_list import ConversationListState
 from carmenta.state.session import SessionState
 
+# What the send returns when the reply it started is to be followed at once.
+_FOLLOW = object()
 # Updates to the page while a reply streams, at most this often.
 FRAME_SECONDS = 0.05
 OFFLINE_OPTION = "offline"
@@ -262,8 +264,26 @@ class ChatState(SessionState):
         except CarmentaError:
             return None  # the send itself says what is wrong with the message
 
-    @rx.event
+    @rx.event(background=True)
     async def send(self, form: dict | None = None):
+        """Store the message and start its reply, then follow the reply from here.
+
+        A background event so that following needs no second request from the page:
+        the first words go out as soon as they arrive. The state is held only while
+        the message is stored, as an ordinary event would hold it.
+        """
+        async with self:
+            outcome = await self._send_now(form)
+            owner, message_id = self._reply_owner, self.streaming_id
+        if outcome is _FOLLOW:
+            async for event in self._follow(uuid.UUID(owner), message_id):
+                yield event
+        elif outcome:
+            for event in outcome:
+                yield event
+
+    async def _send_now(self, form: dict | None) -> list | object | None:
+        """The send under the state's lock: events for the page, or _FOLLOW."""
         text = str((form or {}).get("message", self.draft) or "")
         if self.streaming_id:
             self.error = "Wait for the reply to finish, or stop it first."
@@ -348,9 +368,9 @@ class ChatState(SessionState):
             asked=asked,
             from_thread=False,
         )
-        # The sidebar is reloaded once the first words are on screen (follow_reply): a
+        # The sidebar is reloaded once the first words are on screen (_follow): a
         # reload queued here would hold this page's state while they wait.
-        return ChatState.follow_reply
+        return _FOLLOW
 
     async def _start_following(
         self,
@@ -393,6 +413,11 @@ class ChatState(SessionState):
             owner = uuid.UUID(self._reply_owner) if self._reply_owner else None
         if owner is None or not message_id:
             return
+        async for event in self._follow(owner, message_id):
+            yield event
+
+    async def _follow(self, owner: uuid.UUID, message_id: str):
+        """Copy a live reply into LiveReplyState as it grows (for background events)."""
         engine = chat_service.get_engine()
         last_frame = 0.0
         text_shown = False
