@@ -58,6 +58,8 @@ from carmenta.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 SAVE_INTERVAL_SECONDS = 0.5
+# How long a reply's details wait to go out with its first words before going alone.
+HEADER_WAIT_SECONDS = 0.15
 MAX_TOOL_ROUNDS = 6
 # Files attached to a message are usually read within seconds; a reply waits this long.
 ATTACHMENT_WAIT_SECONDS = 60.0
@@ -531,6 +533,7 @@ class ChatEngine:
         planning: asyncio.Task[_Planned | None] | None = None,
     ) -> None:
         autosave: asyncio.Task | None = None
+        header: asyncio.Task | None = None
         try:
             planned = await planning if planning is not None else None
             if planned is None:
@@ -539,7 +542,10 @@ class ChatEngine:
             live.details = {**live.details, **plan.details()}
             if plan.option is not None:
                 live.details["model_label"] = plan.option.label
-            await live.publish()
+            # The plan's details (model, sources) reach the page with the first words,
+            # or on their own if those are slow to come: a frame of its own just before
+            # the first words would only hold them up on the page.
+            header = asyncio.create_task(self._publish_unless_written(live))
             # Its first save (the plan's details) runs beside the model call, not before it.
             autosave = asyncio.create_task(self._autosave(live))
             if plan.offline:
@@ -581,8 +587,15 @@ class ChatEngine:
         finally:
             if autosave is not None:
                 autosave.cancel()
+            if header is not None:
+                header.cancel()
             self._live.pop(live.message_id, None)
             metrics.chat_stream_ended(live.status)
+
+    async def _publish_unless_written(self, live: LiveReply) -> None:
+        await asyncio.sleep(HEADER_WAIT_SECONDS)
+        if live.version == 0:
+            await live.publish()
 
     async def _autosave(self, live: LiveReply) -> None:
         """Save the reply now, then what has arrived every SAVE_INTERVAL_SECONDS, even

@@ -421,7 +421,13 @@ class ChatState(SessionState):
         engine = chat_service.get_engine()
         last_frame = 0.0
         text_shown = False
+        first = True
         async for snapshot in engine.follow(owner_id=owner, message_id=uuid.UUID(message_id)):
+            if first and not snapshot.content and snapshot.status == "streaming":
+                # The page already shows the reply starting: nothing to send yet.
+                first = False
+                continue
+            first = False
             now = time.monotonic()
             # The first words go out at once (the frame before them is often only the
             # reply's header); after that, at most one frame per FRAME_SECONDS.
