@@ -58,6 +58,8 @@ from carmenta.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 SAVE_INTERVAL_SECONDS = 0.5
+# The first save waits this long: the row exists already, and the first words matter more.
+FIRST_SAVE_SECONDS = 0.1
 # How long a reply's details wait to go out with its first words before going alone.
 HEADER_WAIT_SECONDS = 0.15
 MAX_TOOL_ROUNDS = 6
@@ -546,8 +548,9 @@ class ChatEngine:
             # or on their own if those are slow to come: a frame of its own just before
             # the first words would only hold them up on the page.
             header = asyncio.create_task(self._publish_unless_written(live))
-            # Its first save (the plan's details) runs beside the model call, not before it.
-            autosave = asyncio.create_task(self._autosave(live))
+            # Its first save (the plan's details) comes after the model call has started,
+            # not on the way to the first words.
+            autosave = asyncio.create_task(self._autosave(live, first_after=FIRST_SAVE_SECONDS))
             if plan.offline:
                 await self._write_offline(live, plan)
             else:
@@ -597,11 +600,13 @@ class ChatEngine:
         if live.version == 0:
             await live.publish()
 
-    async def _autosave(self, live: LiveReply) -> None:
-        """Save the reply now, then what has arrived every SAVE_INTERVAL_SECONDS, even
-        while the model pauses. A reply no longer `streaming` in the database (stopped
-        elsewhere, or deleted) ends its task."""
+    async def _autosave(self, live: LiveReply, *, first_after: float = 0.0) -> None:
+        """Save the reply after `first_after` seconds, then what has arrived every
+        SAVE_INTERVAL_SECONDS, even while the model pauses. A reply no longer
+        `streaming` in the database (stopped elsewhere, or deleted) ends its task."""
         saved_version: int | None = None
+        if first_after:
+            await asyncio.sleep(first_after)
         while True:
             if live.version != saved_version:
                 saved_version = live.version
