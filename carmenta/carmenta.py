@@ -11,7 +11,7 @@ from carmenta.chat.lifespan import chat_lifespan
 from carmenta.components.layout import PAGES
 from carmenta.components.theme import GLOBAL_STYLE
 from carmenta.jobs.worker import inline_worker_lifespan, stop_inline_worker
-from carmenta.observability.lifespan import logging_lifespan
+from carmenta.observability.lifespan import logging_lifespan, quiet_collector_lifespan
 from carmenta.pages import (  # noqa: F401  (registers the pages)
     account,
     chat,
@@ -47,6 +47,8 @@ app.register_lifespan_task(logging_lifespan)
 app.register_lifespan_task(inline_worker_lifespan)
 # Replies: interrupted ones recorded at start, ones in flight saved at shutdown.
 app.register_lifespan_task(chat_lifespan)
+# Start-up's objects are set aside from garbage collection once the app is loaded.
+app.register_lifespan_task(quiet_collector_lifespan)
 
 
 @asynccontextmanager

@@ -241,3 +241,37 @@ def test_a_long_paste_and_a_dropped_file_become_attachments(page: Page):
     )
     expect(chips.filter(has_text="dropped.txt")).to_be_visible()
     expect(chips).to_have_count(2)
+
+
+def test_a_second_message_streams_after_the_thread_and_the_last_one_can_be_edited(page: Page):
+    page.goto("/")
+    _send(page, "First question about apples")
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+
+    # The second exchange shows under the first while its reply is written; meanwhile
+    # the first reply's Regenerate and the Edit button are out of reach.
+    _send(page, LONG_MESSAGE)
+    expect(page.get_by_test_id("user-message")).to_have_count(2)
+    expect(page.get_by_test_id("user-message").last).to_contain_text("word120")
+    expect(_last_reply(page)).to_have_attribute("data-status", "streaming")
+    expect(page.get_by_test_id("regenerate")).to_be_hidden()
+    expect(page.get_by_test_id("edit-message")).to_be_hidden()
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(page.get_by_test_id("assistant-message")).to_have_count(2)
+    expect(page.get_by_test_id("regenerate")).to_be_visible()
+
+    # Edit the last message and send it again: its reply is replaced by a new one.
+    page.get_by_test_id("edit-message").click()
+    editor = page.get_by_role("textbox", name="Edit your message")
+    editor.fill("Second question, about pears instead")
+    page.get_by_role("button", name="Send", exact=True).first.click()
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(_last_reply(page).get_by_test_id("assistant-text")).to_contain_text(
+        "Echo: Second question, about pears instead"
+    )
+    expect(page.get_by_test_id("user-message")).to_have_count(2)
+    expect(page.get_by_test_id("assistant-message")).to_have_count(2)
+    page.reload()
+    expect(page.get_by_test_id("user-message").last).to_contain_text("about pears instead")
+    expect(page.get_by_test_id("user-message").last).not_to_contain_text("word120")

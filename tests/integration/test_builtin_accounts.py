@@ -296,3 +296,66 @@ async def test_sign_up_seeds_the_profile_documents(session, settings):
     )
     assert paths and all(path.startswith("profile.") for path in paths)
     assert len(paths) >= 3
+
+
+async def test_a_session_in_use_is_marked_seen_at_most_every_few_minutes(database_url):
+    from datetime import timedelta
+
+    from carmenta import db
+    from carmenta.auth import builtin
+    from carmenta.settings import get_settings
+
+    settings = get_settings()
+    async with db.session_scope() as session:
+        created = await builtin.sign_up(
+            session=session,
+            settings=settings,
+            email=f"seen-{uuid.uuid4().hex[:8]}@example.com",
+            password="a long enough passphrase 42",
+            display_name="Seen",
+        )
+        await session.commit()
+    async with db.session_scope() as session:
+        user = (
+            await session.execute(
+                text("select external_auth_id from users where id = :id"),
+                {"id": created.user_id},
+            )
+        ).one()
+
+    async def use() -> builtin.ActiveSession | None:
+        async with db.session_scope() as session:
+            return await builtin.active_session(
+                session=session,
+                session_id=str(created.id),
+                external_auth_id=user.external_auth_id,
+            )
+
+    async def last_seen():
+        async with db.session_scope() as session:
+            return (
+                await session.execute(
+                    text("select last_seen_at from auth_sessions where id = :id"),
+                    {"id": created.id},
+                )
+            ).scalar_one()
+
+    found = await use()
+    assert found is not None and found.user_id == created.user_id
+    first = await last_seen()
+    assert first is not None
+    await use()
+    assert await last_seen() == first  # seconds later: not written again
+    async with db.session_scope() as session:
+        await session.execute(
+            text("update auth_sessions set last_seen_at = last_seen_at - :age where id = :id"),
+            {"age": builtin.LAST_SEEN_RESOLUTION + timedelta(minutes=1), "id": created.id},
+        )
+        await session.commit()
+    await use()
+    assert await last_seen() > first - timedelta(seconds=1)
+    # A revoked session is not found, and not marked.
+    async with db.session_scope() as session:
+        await builtin.sign_out(session=session, session_id=created.id)
+        await session.commit()
+    assert await use() is None

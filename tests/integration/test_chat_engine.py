@@ -521,3 +521,75 @@ async def test_an_attached_image_goes_to_a_vision_model_scaled_down(model_server
     answer = (await _messages(owner, conversation_id))[-1]
     assert answer.status == "complete"
     assert answer.details["context"]["notices"] == []
+
+
+async def _document(owner: uuid.UUID, title: str, content: str) -> None:
+    async with session_scope() as session:
+        await knowledge.create_document(
+            session=session, owner_id=owner, parent_path=None, title=title, content=content
+        )
+        await session.commit()
+
+
+def _openai_request_for(model_server: ModelServer, marker: str) -> dict:
+    """The reply's request carrying `marker` (not the title's or memory's after it)."""
+    for request in reversed(model_server.state.requests):
+        messages = request.body.get("messages", [])
+        users = [m for m in messages if m.get("role") == "user"]
+        if (
+            messages
+            and str(messages[0].get("content")).startswith("You are Carmenta")
+            and any(marker in str(m.get("content")) for m in users)
+        ):
+            return request.body
+    raise AssertionError(f"no reply request carried {marker!r}")
+
+
+async def test_a_prepared_reply_is_used_for_its_person_and_the_message_is_sent_once(
+    model_server,
+):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    # A word of its own, in the document and the question: the search finds the one by
+    # the other, and the stand-in's requests are told apart by it.
+    word = f"shed{uuid.uuid4().hex[:6]}"
+    await _document(owner, "Garden shed", f"The {word} key hangs behind the blue door.")
+    engine = _model_engine(model_server, provider="openai")
+    question = f"Where is the {word} key?"
+    prepared = engine.prepare(owner_id=owner, conversation_id=conversation_id, content=question)
+    _, reply = await engine.send(
+        owner_id=owner, conversation_id=conversation_id, content=question, prepared=prepared
+    )
+    assert prepared.claimed and not prepared.planning.cancelled()
+    await _wait(engine, owner, reply.id)
+    body = _openai_request_for(model_server, question)
+    # The context read while the message was being stored reached the model ...
+    assert "behind the blue door" in body["messages"][0]["content"]
+    # ... and the message itself went once, last, whether or not that read saw its row.
+    users = [m for m in body["messages"] if m["role"] == "user"]
+    assert [m["content"] for m in users].count(question) == 1
+    assert body["messages"][-1] == {"role": "user", "content": question}
+    assert (await _messages(owner, conversation_id))[-1].status == "complete"
+
+
+async def test_a_reply_prepared_for_one_person_is_never_used_for_another(model_server):
+    first = await _new_user()
+    second = await _new_user()
+    word = f"vault{uuid.uuid4().hex[:6]}"
+    await _document(first, "Vault", f"The {word} code is 4471, written on the first page.")
+    first_conversation = await _conversation(first)
+    second_conversation = await _conversation(second)
+    engine = _model_engine(model_server, provider="openai")
+    question = f"What is the {word} code?"
+    # Prepared for the first person (say, the page's previous sign-in), sent by the second.
+    prepared = engine.prepare(owner_id=first, conversation_id=first_conversation, content=question)
+    _, reply = await engine.send(
+        owner_id=second, conversation_id=second_conversation, content=question, prepared=prepared
+    )
+    await _wait(engine, second, reply.id)
+    await asyncio.gather(prepared.planning, return_exceptions=True)
+    assert prepared.planning.cancelled()
+    body = _openai_request_for(model_server, question)
+    assert "4471" not in str(body)
+    # Nothing was stored in the first person's conversation either.
+    assert await _messages(first, first_conversation) == []

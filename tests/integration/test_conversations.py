@@ -271,3 +271,97 @@ async def test_replies_left_streaming_by_a_stopped_server_become_interrupted(ses
     stored = await conversations.get_message(session=session, owner_id=owner, message_id=reply.id)
     assert stored is not None
     assert (stored.status, stored.content) == ("interrupted", "Half a rep")
+
+
+async def test_an_exchange_stores_the_message_and_its_reply_in_order(session):
+    owner = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    before = conversation.last_activity_at
+    message_id, reply_id = uuid.uuid4(), uuid.uuid4()
+    asked, reply = await conversations.add_exchange(
+        session=session,
+        owner_id=owner,
+        conversation_id=conversation.id,
+        content="What is on\x00 today?",
+        message_id=message_id,
+        reply_id=reply_id,
+    )
+    assert (asked.id, asked.role, asked.status, asked.content) == (
+        message_id,
+        "user",
+        "complete",
+        "What is on today?",
+    )
+    assert (reply.id, reply.role, reply.status, reply.content) == (
+        reply_id,
+        "assistant",
+        "streaming",
+        "",
+    )
+    stored = await conversations.list_messages(
+        session=session, owner_id=owner, conversation_id=conversation.id
+    )
+    assert [m.id for m in stored] == [message_id, reply_id]
+    assert stored[0].created_at < stored[1].created_at
+    after = await conversations.get_conversation(
+        session=session, owner_id=owner, conversation_id=conversation.id
+    )
+    assert after.last_activity_at > before
+
+
+async def test_an_exchange_is_refused_whole_while_a_reply_streams_or_for_a_stranger(session):
+    owner = await _user(session)
+    stranger = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    await conversations.add_exchange(
+        session=session, owner_id=owner, conversation_id=conversation.id, content="First"
+    )
+    with pytest.raises(conversations.ReplyInProgress):
+        await conversations.add_exchange(
+            session=session, owner_id=owner, conversation_id=conversation.id, content="Second"
+        )
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.add_exchange(
+            session=session, owner_id=stranger, conversation_id=conversation.id, content="Mine?"
+        )
+    with pytest.raises(conversations.MessageRefused, match="Write a message"):
+        await conversations.add_exchange(
+            session=session, owner_id=owner, conversation_id=conversation.id, content="  "
+        )
+    stored = await conversations.list_messages(
+        session=session, owner_id=owner, conversation_id=conversation.id
+    )
+    # Nothing of the refused ones: no message without its reply, no reply without one.
+    assert [(m.role, m.content) for m in stored] == [("user", "First"), ("assistant", "")]
+
+
+async def test_two_exchanges_sent_at_once_to_one_conversation_store_one(database_url):
+    import asyncio
+
+    from carmenta.db import session_scope
+
+    async with session_scope() as session:
+        owner = await _user(session)
+        conversation = await conversations.create_conversation(session=session, owner_id=owner)
+        await session.commit()
+
+    async def send(text_: str) -> str:
+        try:
+            async with session_scope() as session:
+                await conversations.add_exchange(
+                    session=session, owner_id=owner, conversation_id=conversation.id, content=text_
+                )
+                # Held open a moment, so the other send waits on the conversation's lock.
+                await asyncio.sleep(0.2)
+                await session.commit()
+            return "stored"
+        except conversations.ReplyInProgress:
+            return "refused"
+
+    outcomes = await asyncio.gather(send("One"), send("Two"))
+    assert sorted(outcomes) == ["refused", "stored"]
+    async with session_scope() as session:
+        stored = await conversations.list_messages(
+            session=session, owner_id=owner, conversation_id=conversation.id
+        )
+    assert len(stored) == 2 and [m.role for m in stored] == ["user", "assistant"]
