@@ -35,7 +35,8 @@ async def test_connections_ended_by_the_server_are_replaced_without_an_error(dat
     # An administrator (or a restart) ends every pooled connection while they sit idle.
     with psycopg.connect(database_url, autocommit=True) as admin:
         for pid in pids:
-            assert admin.execute("select pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+            # With a timeout, pg_terminate_backend returns once the process has ended.
+            assert admin.execute("select pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0]
     # Every request after that gets a working connection: none sees the dead ones.
     for _ in range(4):
         async with db.session_scope() as session:

@@ -230,7 +230,11 @@ async def test_a_cancelled_fetch_lets_the_next_caller_try_again(server, clock):
     check = verifier_for(JwksKeySource(server.url, clock=clock))
     raw = token("kid-1")
     first = asyncio.create_task(check.verify(raw))
-    await asyncio.sleep(0.1)
+    # Cancelled once its request has reached the server (however busy the machine).
+    deadline = asyncio.get_running_loop().time() + 10
+    while server.requests < 1 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert server.requests == 1
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
