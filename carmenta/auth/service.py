@@ -145,7 +145,13 @@ async def current_user(*, settings: Settings, token: str | None) -> Authenticate
 
     if not token:
         return None
-    async with db.session_scope() as session:
+    if settings.uses_clerk:
+        # A first visit creates the user and their profile: one transaction.
+        async with db.session_scope() as session:
+            return await authenticate(session=session, settings=settings, token=token)
+    # Every event of a page comes here: one read (and now and then a `last_seen_at`
+    # write that stands alone), so no BEGIN and COMMIT around it.
+    async with db.read_scope() as session:
         return await authenticate(session=session, settings=settings, token=token)
 
 

@@ -462,7 +462,9 @@ async def find_sources(
     embedded: asyncio.Future[QueryVectors] = asyncio.get_running_loop().create_future()
 
     async def profile_and_memories() -> tuple[list, list]:
-        async with AsyncSession(bind=bind, expire_on_commit=False) as own:
+        # Plain reads, each on its own: no BEGIN and COMMIT around them.
+        reads = bind.execution_options(isolation_level="AUTOCOMMIT")
+        async with AsyncSession(bind=reads, expire_on_commit=False) as own:
             vectors = QueryVectors(memories=False, chunks=False)
             if asked:
                 vectors = await embed_query(

@@ -58,7 +58,8 @@ class Document(SQLModel, table=True):
             name="source",
         ),
         Index("uq_documents_owner_path", "owner_id", "path", unique=True),
-        Index("ix_documents_path_gist", "path", postgresql_using="gist"),
+        # GiST leads with the owner too (btree_gist): a subtree is one user's range.
+        Index("ix_documents_owner_path_gist", "owner_id", "path", postgresql_using="gist"),
         # GIN indexes lead with the owner (btree_gin), so a search reads one user's entries.
         Index("ix_documents_search_vector", "owner_id", "search_vector", postgresql_using="gin"),
         # Trigram index: a misspelt title still finds its document.

@@ -55,7 +55,7 @@ def is_profile_path(path: str) -> bool:
     return path == "profile" or path.startswith("profile.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DocumentView:
     id: uuid.UUID
     path: str
@@ -201,7 +201,8 @@ _LIST_TREE_SQL = text(
     " and (cast(:root as ltree) is null or (path >= cast(:root as ltree)"
     " and path < cast(:root_end as ltree)"
     " and subpath(path, 0, nlevel(cast(:root as ltree))) = cast(:root as ltree)))"
-    " order by path"
+    # The ltree column, not the text alias: tree order, straight from the index.
+    " order by documents.path"
 )
 
 
@@ -224,7 +225,12 @@ async def list_tree(
             "root_end": _subtree_end(root) if root is not None else None,
         },
     )
-    return [_view(row) for row in result.all()]
+    # A subtree can hold thousands of documents: rows are unpacked by position, not
+    # looked up by name, and the view is built once per row.
+    return [
+        DocumentView(id_, path, title, content, source, created, updated, path.count(".") + 1)
+        for id_, path, title, content, source, created, updated in result.all()
+    ]
 
 
 async def create_document(
