@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 SAVE_INTERVAL_SECONDS = 0.5
 # The first save waits this long: the row exists already, and the first words matter more.
 FIRST_SAVE_SECONDS = 0.1
+# Plans reading their sources on extra connections at once (each takes up to four from
+# the pool of 30); beyond these, plans read on their one connection.
+PARALLEL_PLANS = 4
 # How long a reply's details wait to go out with its first words before going alone.
 HEADER_WAIT_SECONDS = 0.15
 MAX_TOOL_ROUNDS = 6
@@ -238,6 +241,7 @@ class ChatEngine:
         self._background: set[asyncio.Task] = set()
         self._titling: dict[uuid.UUID, asyncio.Task] = {}
         self._accepting = True
+        self._parallel_plans = asyncio.Semaphore(PARALLEL_PLANS)
 
     @property
     def settings(self) -> Settings:
@@ -692,21 +696,25 @@ class ChatEngine:
                 offered.extend(await self._tools.offers(session=session, owner_id=owner_id))
             return options
 
-        plan = await plan_reply(
-            session=session,
-            settings=self.settings,
-            owner_id=owner_id,
-            conversation_id=conversation_id,
-            embedder=self.embedder,
-            # Read after the conversation, once the sources are being found alongside.
-            options=options_and_tools(),
-            credentials_for=credentials_for,
-            user_name=user_name,
-            # This session writes nothing: the sources may be read on connections of
-            # their own, at the same time.
-            parallel_search=True,
-            pending=pending,
-        )
+        # This session writes nothing: the sources may be read on connections of their
+        # own, at the same time. A plan doing so holds this connection while it waits
+        # for those: with many at once they could take the whole pool and wait on each
+        # other, so past PARALLEL_PLANS the others read one after another on this one.
+        parallel = not self._parallel_plans.locked()
+        async with self._parallel_plans if parallel else contextlib.nullcontext():
+            plan = await plan_reply(
+                session=session,
+                settings=self.settings,
+                owner_id=owner_id,
+                conversation_id=conversation_id,
+                embedder=self.embedder,
+                # Read after the conversation, once the sources are being found alongside.
+                options=options_and_tools(),
+                credentials_for=credentials_for,
+                user_name=user_name,
+                parallel_search=parallel,
+                pending=pending,
+            )
         offers = offered if plan.option is not None and plan.option.tools else []
         return plan, offers
 

@@ -593,3 +593,26 @@ async def test_a_reply_prepared_for_one_person_is_never_used_for_another(model_s
     assert "4471" not in str(body)
     # Nothing was stored in the first person's conversation either.
     assert await _messages(first, first_conversation) == []
+
+
+async def test_many_replies_started_at_once_all_complete(model_server):
+    # Each plan may read its sources on extra pooled connections while holding one:
+    # with many at once they must not take the whole pool and wait on each other.
+    people = [await _new_user() for _ in range(40)]
+    conversations_ = [await _conversation(person) for person in people]
+    for person in people[:10]:
+        await _document(person, "Notes", "Plain notes about the weekly market.")
+    engine = _model_engine(model_server, provider="openai")
+
+    async def one(person: uuid.UUID, conversation_id: uuid.UUID) -> str:
+        _, reply = await engine.send(
+            owner_id=person, conversation_id=conversation_id, content="What about the market?"
+        )
+        await _wait(engine, person, reply.id)
+        return (await _messages(person, conversation_id))[-1].status
+
+    statuses = await asyncio.wait_for(
+        asyncio.gather(*(one(p, c) for p, c in zip(people, conversations_, strict=True))),
+        timeout=60,
+    )
+    assert statuses == ["complete"] * 40
