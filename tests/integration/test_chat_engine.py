@@ -616,3 +616,40 @@ async def test_many_replies_started_at_once_all_complete(model_server):
         timeout=60,
     )
     assert statuses == ["complete"] * 40
+
+
+async def test_a_send_whose_sender_is_not_confirmed_keeps_nothing(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _model_engine(model_server, provider="openai")
+    asked = []
+
+    async def not_them() -> bool:
+        asked.append(True)
+        return False
+
+    from carmenta.chat.engine import SenderNotConfirmed
+
+    prepared = engine.prepare(owner_id=owner, conversation_id=conversation_id, content="Hello")
+    with pytest.raises(SenderNotConfirmed):
+        await engine.send(
+            owner_id=owner,
+            conversation_id=conversation_id,
+            content="Hello",
+            prepared=prepared,
+            confirm_sender=not_them,
+        )
+    assert asked == [True]
+    await asyncio.gather(prepared.planning, return_exceptions=True)
+    assert prepared.planning.cancelled()
+    assert await _messages(owner, conversation_id) == []
+    assert engine.live_ids() == []
+
+    async def them() -> bool:
+        return True
+
+    _, reply = await engine.send(
+        owner_id=owner, conversation_id=conversation_id, content="Hello", confirm_sender=them
+    )
+    await _wait(engine, owner, reply.id)
+    assert [m.role for m in await _messages(owner, conversation_id)] == ["user", "assistant"]
