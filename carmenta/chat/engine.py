@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,11 +81,6 @@ class ServerStoppingError(CarmentaError):
             "This server is restarting and cannot start a reply now. "
             "Your message was not sent; send it again in a moment."
         )
-
-
-class SenderNotConfirmed(Exception):
-    """The session check a send waited on did not name the person it was stored for:
-    nothing was committed."""
 
 
 class ModelDirectory(Protocol):
@@ -298,15 +293,12 @@ class ChatEngine:
         attachment_ids: list[uuid.UUID] | None = None,
         user_name: str | None = None,
         prepared: PreparedReply | None = None,
-        confirm_sender: Callable[[], Awaitable[bool]] | None = None,
     ) -> tuple[conversations.MessageView, conversations.MessageView]:
         """Store the person's message and start the reply; returns both rows.
 
         The reply's context is read while the message is being stored (or was already
         being read: `prepared`, from `prepare`), neither waiting for the other; the
-        model is asked only once the message is committed. With `confirm_sender` the
-        message is stored while the caller checks who is sending, and committed only
-        if it then answers True (else SenderNotConfirmed, and nothing is kept).
+        model is asked only once the message is committed.
         """
         if prepared is not None:
             prepared.claimed = True
@@ -341,8 +333,6 @@ class ChatEngine:
                     message_id=pending.message_id,
                     reply_id=pending.reply_id,
                 )
-                if confirm_sender is not None and not await confirm_sender():
-                    raise SenderNotConfirmed()
                 await session.commit()
         except BaseException:
             planning.cancel()

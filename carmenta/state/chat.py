@@ -23,7 +23,7 @@ import reflex as rx
 
 from carmenta.chat import research, thread
 from carmenta.chat import service as chat_service
-from carmenta.chat.engine import PreparedReply, SenderNotConfirmed, ServerStoppingError
+from carmenta.chat.engine import PreparedReply, ServerStoppingError
 from carmenta.conversations import service as conversations
 from carmenta.db import session_scope
 from carmenta.errors import CarmentaError
@@ -34,8 +34,6 @@ from carmenta.state.session import SessionState
 
 # What the send returns when the reply it started is to be followed at once.
 _FOLLOW = object()
-# A send for the page's last verified person found someone else signed in.
-_NOT_CONFIRMED = object()
 # Updates to the page while a reply streams, at most this often.
 FRAME_SECONDS = 0.05
 OFFLINE_OPTION = "offline"
@@ -301,11 +299,6 @@ class ChatState(SessionState):
                 prepared.cancel()
 
     async def _send(self, text: str, attachments: list[uuid.UUID], prepared: PreparedReply | None):
-        if prepared is not None:
-            outcome = await self._send_as_last_verified(text, attachments, prepared)
-            if outcome is not _NOT_CONFIRMED:
-                return outcome
-            prepared = None  # someone else now: the ordinary way, from the start
         user = await self.verified_user()
         if user is None:
             return None
@@ -350,8 +343,6 @@ class ChatState(SessionState):
             if new_conversation:
                 self.conversation_id = ""
             return None
-        if not new_conversation and not self.research_mode:
-            return await self._show_sent(user.user_id, sent, reply)
         self.draft = ""
         self.streaming_id = str(reply.id)
         if new_conversation:
@@ -360,63 +351,18 @@ class ChatState(SessionState):
                 rx.redirect(f"/chat/{self.conversation_id}"),
                 ConversationListState.reload,
             ]
-        self.pending_attachments = []
-        await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
-        return [ChatState.poll_reply, ConversationListState.reload]
-
-    async def _send_as_last_verified(
-        self, text: str, attachments: list[uuid.UUID], prepared: PreparedReply
-    ) -> list | object | None:
-        """Send for the person this page last verified, to the open conversation: the
-        message is stored while their session is checked again, and committed only if
-        the check names them (then its reply starts). _NOT_CONFIRMED when it names
-        someone else: nothing was kept, and the caller starts over."""
-        checking = asyncio.ensure_future(self._check_session())
-
-        async def same_person() -> bool:
-            user = await checking
-            return (
-                user is not None
-                and user.user_id == prepared.owner_id
-                and user.display_name == prepared.user_name
-            )
-
-        try:
-            sent, reply = await chat_service.get_engine().send(
-                owner_id=prepared.owner_id,
-                conversation_id=prepared.conversation_id,
-                content=text,
-                attachment_ids=attachments,
-                user_name=prepared.user_name,
-                prepared=prepared,
-                confirm_sender=same_person,
-            )
-        except SenderNotConfirmed:
-            return None if self._remember_user(await checking) is None else _NOT_CONFIRMED
-        except CarmentaError as error:
-            # The draft stays in the box: nothing the person wrote is lost.
-            if self._remember_user(await checking) is not None:
-                self.error = str(error)
-            return None
-        finally:
-            if not checking.done():
-                await asyncio.wait([checking])
-        user = self._remember_user(checking.result())
-        assert user is not None  # confirmed above
-        return await self._show_sent(user.user_id, sent, reply)
-
-    async def _show_sent(self, owner: uuid.UUID, sent, reply) -> object:
-        """A message sent to the open conversation: it and its reply show after the
-        thread, which is neither read again nor changed, until the reply ends."""
-        self.error = ""
-        self.draft = ""
-        self.streaming_id = str(reply.id)
+        if self.research_mode:
+            self.pending_attachments = []
+            await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
+            return [ChatState.poll_reply, ConversationListState.reload]
+        # The thread is neither read again nor changed: the message and its reply show
+        # after it (the message with the chips it was sent with) until the reply ends.
         asked = thread.thread_message(
             sent, {chip.id: chip for chip in self.pending_attachments if chip.id}
         )
         self.pending_attachments = []
         await self._start_following(
-            owner,
+            user.user_id,
             str(reply.id),
             thread.thread_message(reply, {}),
             asked=asked,

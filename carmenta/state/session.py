@@ -7,7 +7,6 @@ time it is called, so a revoked session stops working at its next event.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from urllib.parse import quote, urlsplit
 
 import reflex as rx
@@ -40,16 +39,7 @@ class SessionState(rx.State):
         return cookies.read_cookie(cookie_header, cookies.session_cookie_name(settings))
 
     async def verified_user(self) -> auth_service.AuthenticatedUser | None:
-        return self._remember_user(await self._check_session())
-
-    def _check_session(self) -> Awaitable[auth_service.AuthenticatedUser | None]:
-        """The session check alone (it changes nothing here): something to await
-        while other work goes on, then to hand to `_remember_user`."""
-        return auth_service.current_user(settings=get_settings(), token=self._session_token())
-
-    def _remember_user(
-        self, user: auth_service.AuthenticatedUser | None
-    ) -> auth_service.AuthenticatedUser | None:
+        user = await auth_service.current_user(settings=get_settings(), token=self._session_token())
         seen = {
             "signed_in": user is not None,
             "user_email": (user.email or "") if user else "",
