@@ -275,3 +275,48 @@ def test_a_second_message_streams_after_the_thread_and_the_last_one_can_be_edite
     page.reload()
     expect(page.get_by_test_id("user-message").last).to_contain_text("about pears instead")
     expect(page.get_by_test_id("user-message").last).not_to_contain_text("word120")
+
+
+def test_a_page_whose_session_was_ended_elsewhere_stores_nothing(browser, app_server):
+    import secrets
+    import uuid
+
+    import psycopg
+
+    from tests.e2e.pages import SignUpPage
+
+    context = browser.new_context(base_url=app_server.url)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    email = f"ended-{uuid.uuid4().hex[:10]}@example.com"
+    SignUpPage(page).open().sign_up(email=email, password=secrets.token_urlsafe(16), name="Ended")
+    page.wait_for_url(f"{app_server.url}/")
+    _send(page, "Before the end")
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+
+    # Signed out everywhere from another device; this page still believes otherwise.
+    with psycopg.connect(app_server.database_url, autocommit=True) as connection:
+        connection.execute(
+            "update auth_sessions set revoked_at = now()"
+            " where user_id = (select id from users where email = %s)",
+            (email,),
+        )
+    _send(page, "After the end")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with psycopg.connect(app_server.database_url) as connection:
+            stored = connection.execute(
+                "select count(*) from messages m join users u on u.id = m.owner_id"
+                " where u.email = %s and m.content = 'After the end'",
+                (email,),
+            ).fetchone()[0]
+        assert stored == 0, "a message was stored for a session that had ended"
+        time.sleep(0.2)
+    with psycopg.connect(app_server.database_url) as connection:
+        total = connection.execute(
+            "select count(*) from messages m join users u on u.id = m.owner_id where u.email = %s",
+            (email,),
+        ).fetchone()[0]
+    assert total == 2  # the first exchange only
+    context.close()
