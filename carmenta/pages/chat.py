@@ -407,7 +407,9 @@ def composer() -> rx.Component:
                         on_uploaded=ChatState.attached,
                     ),
                     flex="1",
-                    min_width="0",
+                    # Never narrower than the Attach button: at phone width the row
+                    # wraps instead of drawing the switch over it.
+                    min_width="fit-content",
                 ),
                 rx.tooltip(
                     rx.el.label(
@@ -446,6 +448,7 @@ def composer() -> rx.Component:
                 width="100%",
                 align="center",
                 spacing="2",
+                flex_wrap="wrap",
             ),
             rx.cond(
                 ChatState.error != "",
