@@ -273,7 +273,7 @@ class ChatEngine:
         """
         pending = PendingMessage(
             content=conversations.checked_message(content),
-            attachment_ids=[str(file_id) for file_id in dict.fromkeys(attachment_ids or [])],
+            attachment_ids=_attachment_keys(attachment_ids),
             message_id=uuid.uuid4(),
             reply_id=uuid.uuid4(),
         )
@@ -1000,6 +1000,11 @@ class ChatEngine:
             )
 
 
+def _attachment_keys(attachment_ids: list[uuid.UUID] | None) -> list[str]:
+    # As the message stores them: in the order attached, without repeats.
+    return [str(file_id) for file_id in dict.fromkeys(attachment_ids or [])]
+
+
 def _prepared_for(
     prepared: PreparedReply,
     owner_id: uuid.UUID,
@@ -1015,8 +1020,7 @@ def _prepared_for(
         and prepared.user_name == user_name
         # (As `checked_message` leaves it; the length was checked when it was prepared.)
         and pending.content == content.replace("\x00", "")
-        and pending.attachment_ids
-        == [str(file_id) for file_id in dict.fromkeys(attachment_ids or [])]
+        and pending.attachment_ids == _attachment_keys(attachment_ids)
     )
 
 

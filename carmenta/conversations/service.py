@@ -343,18 +343,10 @@ async def delete_conversation(
 async def list_messages(
     *, session: AsyncSession, owner_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> list[MessageView]:
-    await _owned(session, owner_id, conversation_id)
-    rows = (
-        await session.execute(
-            text(
-                f"select {_MESSAGE_COLUMNS} from messages"
-                " where conversation_id = :conversation and owner_id = :owner"
-                " order by created_at, id"
-            ),
-            {"conversation": conversation_id, "owner": owner_id},
-        )
-    ).all()
-    return [_message(row) for row in rows]
+    _, messages = await get_thread(
+        session=session, owner_id=owner_id, conversation_id=conversation_id
+    )
+    return messages
 
 
 async def get_thread(
