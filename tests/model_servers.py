@@ -134,6 +134,8 @@ class ModelServerState:
     streams: list[StreamRecord] = field(default_factory=list)
     # Seconds between the words of an echo.
     echo_delay: float = 0.0
+    # Seconds before answering a request that does not stream (titles, extraction).
+    answer_delay: float = 0.0
     models: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     # Status answered by GET /v1/models (None: the list).
     models_status: int | None = None
@@ -299,6 +301,8 @@ def build_app(state: ModelServerState) -> Starlette:
         )
 
         if not body.get("stream"):
+            if state.answer_delay:
+                await asyncio.sleep(state.answer_delay)
             content: list[dict[str, Any]] = []
             if text_chunks:
                 content.append({"type": "text", "text": "".join(text_chunks)})
@@ -463,6 +467,8 @@ def build_app(state: ModelServerState) -> Starlette:
         created = int(time.time())
 
         if not body.get("stream"):
+            if state.answer_delay:
+                await asyncio.sleep(state.answer_delay)
             message: dict[str, Any] = {"role": "assistant", "content": "".join(text_chunks) or None}
             if tool_calls:
                 message["tool_calls"] = [

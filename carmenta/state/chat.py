@@ -147,6 +147,12 @@ class ChatState(SessionState):
             )
         self.title = conversation.title
         self.model_choice = conversation.model or self.model_choice
+        live = await self.get_state(LiveReplyState)
+        following = {live.reply.id, live.asked.id} - {""}
+        if following:
+            # A reply this page follows shows after the thread until it ends (with the
+            # message it answers); in the thread as well, it would show twice.
+            messages = [message for message in messages if message.id not in following]
         (await self.get_state(ThreadState)).messages = messages
         streaming = [m.id for m in messages if m.status == "streaming"]
         self.streaming_id = streaming[-1] if streaming else ""
@@ -447,14 +453,14 @@ class ChatState(SessionState):
                 text_shown = True
                 yield ConversationListState.reload
         async with self:
+            live = await self.get_state(LiveReplyState)
+            if live.reply.id == message_id:
+                # The finished reply joins the thread in the same frame: no flicker.
+                self._stop_following(live)
             if self.conversation_id:
                 await self._refresh(owner, uuid.UUID(self.conversation_id))
             if self.streaming_id == message_id:
                 self.streaming_id = ""
-            live = await self.get_state(LiveReplyState)
-            if live.reply.id == message_id:
-                # The finished reply is in the thread now: one frame, no flicker.
-                self._stop_following(live)
             conversation_id = self.conversation_id
         if conversation_id:
             await engine.title_ready(uuid.UUID(conversation_id))
@@ -503,10 +509,11 @@ class ChatState(SessionState):
         await chat_service.get_engine().stop(
             owner_id=owner, message_id=uuid.UUID(self.streaming_id)
         )
+        # Stopped, the reply joins the thread with what arrived.
+        self._stop_following(await self.get_state(LiveReplyState))
         if self.conversation_id:
             await self._refresh(owner, uuid.UUID(self.conversation_id))
         self.streaming_id = ""
-        self._stop_following(await self.get_state(LiveReplyState))
 
     @rx.event
     async def regenerate(self):

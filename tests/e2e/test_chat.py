@@ -243,21 +243,47 @@ def test_a_long_paste_and_a_dropped_file_become_attachments(page: Page):
     expect(chips).to_have_count(2)
 
 
-def test_a_second_message_streams_after_the_thread_and_the_last_one_can_be_edited(page: Page):
-    page.goto("/")
-    _send(page, "First question about apples")
-    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
-    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+# Counts, on every change of the page, the most user messages and Regenerate buttons
+# ever present at once.
+_WATCH_MOST_SHOWN = """() => {
+    window.__mostShown = { messages: 0, regenerate: 0 };
+    const count = () => {
+        const most = window.__mostShown;
+        const messages = document.querySelectorAll("[data-testid=user-message]").length;
+        const regenerate = document.querySelectorAll("[data-testid=regenerate]").length;
+        most.messages = Math.max(most.messages, messages);
+        most.regenerate = Math.max(most.regenerate, regenerate);
+    };
+    count();
+    new MutationObserver(count).observe(document.body, { childList: true, subtree: true });
+}"""
 
-    # The second exchange shows under the first while its reply is written; meanwhile
-    # the first reply's Regenerate and the Edit button are out of reach.
-    _send(page, LONG_MESSAGE)
-    expect(page.get_by_test_id("user-message")).to_have_count(2)
-    expect(page.get_by_test_id("user-message").last).to_contain_text("word120")
-    expect(_last_reply(page)).to_have_attribute("data-status", "streaming")
-    expect(page.get_by_test_id("regenerate")).to_be_hidden()
-    expect(page.get_by_test_id("edit-message")).to_be_hidden()
-    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+
+def test_a_second_message_streams_after_the_thread_and_the_last_one_can_be_edited(
+    page: Page, model_server
+):
+    # The first conversation's title comes slowly, so the page that waited for it reads
+    # the thread again while the second reply streams.
+    model_server.state.answer_delay = 1.5
+    try:
+        page.goto("/")
+        _send(page, "First question about apples")
+        page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+        expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+
+        # The second exchange shows under the first, once, while its reply is written;
+        # meanwhile the first reply's Regenerate and the Edit button are out of reach.
+        page.evaluate(_WATCH_MOST_SHOWN)
+        _send(page, LONG_MESSAGE)
+        expect(page.get_by_test_id("user-message")).to_have_count(2)
+        expect(page.get_by_test_id("user-message").last).to_contain_text("word120")
+        expect(_last_reply(page)).to_have_attribute("data-status", "streaming")
+        expect(page.get_by_test_id("regenerate")).to_be_hidden()
+        expect(page.get_by_test_id("edit-message")).to_be_hidden()
+        expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    finally:
+        model_server.state.answer_delay = 0.0
+    assert page.evaluate("() => window.__mostShown") == {"messages": 2, "regenerate": 1}
     expect(page.get_by_test_id("assistant-message")).to_have_count(2)
     expect(page.get_by_test_id("regenerate")).to_be_visible()
 
