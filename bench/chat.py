@@ -5,8 +5,10 @@ throwaway database, pointed at the local OpenAI-compatible stand-in
 (tests/model_servers.py), which echoes the person's message a word at a time and
 records, in epoch time, when each request arrived and when its first byte went out.
 
-1. Latency. One person signs up in Chromium and opens a conversation; then, after a
-   few warm-ups, N times: a message is typed, Enter pressed, and the page records (a
+1. Latency. One person signs up in Chromium, gets 20 documents in their knowledge
+   base, embedded (`--documents`), so that each message is embedded and searched as a
+   real person's is, and opens a conversation; then, after a few warm-ups, N times: a
+   message is typed, Enter pressed 0.3 s later, and the page records (a
    keydown listener and a MutationObserver, both on performance.timeOrigin +
    performance.now()) when the first text of the new reply appears in the DOM. Per
    send: total = keypress -> first token in the DOM; the provider's time to first
@@ -24,7 +26,8 @@ records, in epoch time, when each request arrived and when its first byte went o
 Prints figures next to their targets; asserts nothing. The machine's load is part of
 every figure: run it on a quiet machine for numbers to compare.
 
-Usage: .venv/bin/python bench/chat.py [--sends 40] [--warmups 3] [--conversations 50]
+Usage: .venv/bin/python bench/chat.py [--sends 40] [--warmups 3] [--documents 20]
+       [--conversations 50]
        [--reply-words 300] [--word-delay 0.01] [--skip-latency] [--skip-concurrency]
        [--verbose (each send's timeline)] [--app-log PATH (keep the app's output)]
 Port: CHAT_BENCH_PORT (default 3947, or a free one); the interface build is reused
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -323,6 +327,7 @@ def measure_latency(
     sends: int,
     warmups: int,
     pause: float,
+    documents: int = 0,
     verbose: bool = False,
 ) -> list[LatencySample]:
     from playwright.sync_api import expect, sync_playwright
@@ -341,12 +346,13 @@ def measure_latency(
         page = context.new_page()
         page.set_default_timeout(60_000)
         expect.set_options(timeout=60_000)
-        SignUpPage(page).open().sign_up(
-            email=f"bench-{uuid.uuid4().hex[:10]}@example.com",
-            password=secrets.token_urlsafe(16),
-            name="Ada",
-        )
+        email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
+        SignUpPage(page).open().sign_up(email=email, password=secrets.token_urlsafe(16), name="Ada")
         page.wait_for_url(f"{app.url}/")
+        if documents:
+            # Playwright's loop runs in this thread: the database work gets its own.
+            with concurrent.futures.ThreadPoolExecutor(1) as worker:
+                worker.submit(asyncio.run, give_knowledge(email, documents)).result()
 
         box = page.get_by_test_id("composer-input")
         replies = page.get_by_test_id("assistant-message")
@@ -439,6 +445,66 @@ class Person:
     conversation_id: uuid.UUID
     message: str
     expected: str
+
+
+KNOWLEDGE_TOPICS = (
+    "garden",
+    "boat",
+    "taxes",
+    "recipes",
+    "travel",
+    "health",
+    "car",
+    "books",
+    "music",
+    "family",
+    "work",
+    "house",
+    "finance",
+    "fitness",
+    "languages",
+)
+
+
+async def give_knowledge(email: str, count: int) -> None:
+    """Documents for the person signed up as `email`, embedded as the job would: each
+    message they send is then embedded and searched for, as a real person's is."""
+    from sqlalchemy import text
+
+    from carmenta import db
+    from carmenta.knowledge import service as knowledge
+    from carmenta.knowledge.embeddings import get_local_embedder
+    from carmenta.knowledge.semantic import embed_pending_chunks
+
+    try:
+        async with db.session_scope() as session:
+            owner_id = (
+                await session.execute(
+                    text("select id from users where lower(email) = :email"), {"email": email}
+                )
+            ).scalar_one()
+            for number in range(count):
+                topic = KNOWLEDGE_TOPICS[number % len(KNOWLEDGE_TOPICS)]
+                await knowledge.create_document(
+                    session=session,
+                    owner_id=owner_id,
+                    parent_path=None,
+                    title=f"Notes on {topic} {number}",
+                    content=" ".join(
+                        f"About {topic}: point {line} of note {number}, with a few details "
+                        f"worth remembering later."
+                        for line in range(12)
+                    ),
+                )
+            await session.commit()
+        async with db.session_scope() as session:
+            await embed_pending_chunks(
+                session=session, embedder=get_local_embedder(), limit=100_000
+            )
+            await session.commit()
+    finally:
+        await db.dispose_engine()
+    print(f"the person has {count} documents in their knowledge base, embedded")
 
 
 async def make_people(count: int, reply_words: int) -> list[Person]:
@@ -729,6 +795,12 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--reply-words", type=int, default=300)
     parser.add_argument("--word-delay", type=float, default=0.01)
+    parser.add_argument(
+        "--documents",
+        type=int,
+        default=20,
+        help="documents in the latency person's knowledge base (0: none, nothing embedded)",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-concurrency", action="store_true")
     parser.add_argument("--app-log", type=Path, help="write the app's output here (kept)")
@@ -776,6 +848,7 @@ def main() -> None:
                     sends=args.sends,
                     warmups=args.warmups,
                     pause=args.pause,
+                    documents=args.documents,
                     verbose=args.verbose,
                 )
                 report_latency(samples)

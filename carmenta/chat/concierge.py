@@ -13,6 +13,8 @@ import asyncio
 import inspect
 import tempfile
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -339,6 +341,96 @@ class QueryVectors:
     search: Any = None
 
 
+# Query vectors kept per embedder, by text: a draft embedded while the person pauses
+# typing (`warm_query`) is not embedded again when it is sent, and a message sent while
+# its draft is still being embedded waits for that instead of starting over. 384 floats
+# each, so the whole cache stays under a megabyte.
+QUERY_VECTORS_KEPT = 256
+
+
+@dataclass
+class _QueryVectors:
+    kept: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    # Texts being embedded, each with the future of its batch's vectors by text.
+    pending: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+
+_query_vectors: weakref.WeakKeyDictionary[Any, _QueryVectors] = weakref.WeakKeyDictionary()
+# Whether each person's last message found anything embedded to compare it with: the
+# drafts of people with nothing embedded are not embedded.
+OWNERS_KEPT = 4096
+_owners_with_vectors: OrderedDict[uuid.UUID, bool] = OrderedDict()
+
+
+def _remember_vectors(owner_id: uuid.UUID, found: bool) -> None:
+    _owners_with_vectors[owner_id] = found
+    _owners_with_vectors.move_to_end(owner_id)
+    while len(_owners_with_vectors) > OWNERS_KEPT:
+        _owners_with_vectors.popitem(last=False)
+
+
+async def _embed_batch(embedder: Embedder, vectors: _QueryVectors, texts: list[str]) -> dict:
+    batch: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    for text_ in texts:
+        vectors.pending[text_] = batch
+    try:
+        embedded = {}
+        for text_, vector in zip(texts, await embedder.embed_async(texts), strict=True):
+            vector = vector.copy()
+            vector.setflags(write=False)  # shared by every later caller
+            embedded[text_] = vector
+        batch.set_result(embedded)
+        return embedded
+    finally:
+        if not batch.done():
+            batch.cancel()  # whoever waits on it embeds for themselves
+        for text_ in texts:
+            if vectors.pending.get(text_) is batch:
+                del vectors.pending[text_]
+
+
+async def _embedded_texts(embedder: Embedder, texts: list[str]) -> list[Any]:
+    vectors = _query_vectors.setdefault(embedder, _QueryVectors())
+    found = {text_: vectors.kept[text_] for text_ in texts if text_ in vectors.kept}
+    waiting = {
+        text_: vectors.pending[text_]
+        for text_ in texts
+        if text_ not in found and text_ in vectors.pending
+    }
+    missing = [text_ for text_ in texts if text_ not in found and text_ not in waiting]
+    if missing:
+        found.update(await _embed_batch(embedder, vectors, missing))
+    for text_, batch in waiting.items():
+        try:
+            found[text_] = (await asyncio.shield(batch))[text_]
+        except asyncio.CancelledError:
+            if not batch.cancelled():
+                raise  # this caller was cancelled, not the batch it waited on
+            found.update(await _embed_batch(embedder, vectors, [text_]))
+    for text_ in texts:
+        vectors.kept[text_] = found[text_]
+        vectors.kept.move_to_end(text_)
+    while len(vectors.kept) > QUERY_VECTORS_KEPT:
+        vectors.kept.popitem(last=False)
+    return [found[text_] for text_ in texts]
+
+
+def _query_texts(query: str) -> tuple[str, str]:
+    """The message as recall compares it, and cleaned as document search does."""
+    return query, clean_query(query)
+
+
+async def warm_query(*, owner_id: uuid.UUID, query: str, embedder: Embedder) -> bool:
+    """Embed a message before it is sent (a draft), so sending it finds the vectors;
+    only for a person whose last message had something embedded to compare with.
+    Returns whether it did."""
+    if not _owners_with_vectors.get(owner_id):
+        return False
+    recall, search = _query_texts(query)
+    await _embedded_texts(embedder, list(dict.fromkeys(t for t in (recall, search) if t)))
+    return True
+
+
 async def embed_query(
     *, session: AsyncSession, owner_id: uuid.UUID, query: str, embedder: Embedder
 ) -> QueryVectors:
@@ -359,10 +451,11 @@ async def embed_query(
             {"owner": owner_id},
         )
     ).one()
-    cleaned = clean_query(query)
+    _remember_vectors(owner_id, bool(found.memories or found.chunks))
+    query, cleaned = _query_texts(query)
     wanted = ([query] if found.memories else []) + ([cleaned] if found.chunks and cleaned else [])
     texts = list(dict.fromkeys(wanted))
-    vectors = dict(zip(texts, await embedder.embed_async(texts), strict=True)) if texts else {}
+    vectors = dict(zip(texts, await _embedded_texts(embedder, texts), strict=True)) if texts else {}
     return QueryVectors(
         memories=bool(found.memories),
         chunks=bool(found.chunks),

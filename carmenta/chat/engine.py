@@ -32,6 +32,7 @@ from carmenta.chat.concierge import (
     ReplyPlan,
     attachments_still_processing,
     plan_reply,
+    warm_query,
 )
 from carmenta.chat.llm.streaming import stream_reply
 from carmenta.chat.llm.types import (
@@ -242,6 +243,8 @@ class ChatEngine:
         self._titling: dict[uuid.UUID, asyncio.Task] = {}
         self._accepting = True
         self._parallel_plans = asyncio.Semaphore(PARALLEL_PLANS)
+        # The pending embedding of each page's draft, by the page's key.
+        self._drafts: dict[str, asyncio.Task] = {}
 
     @property
     def settings(self) -> Settings:
@@ -254,6 +257,32 @@ class ChatEngine:
         return self._embedder
 
     # -- starting replies ---------------------------------------------------------------
+
+    def draft_changed(self, *, page: str, owner_id: uuid.UUID, text: str) -> None:
+        """A page's draft changed (the composer tells only once typing pauses): it is
+        embedded as a message would be, so sending it goes straight to reading the
+        sources. Only the embedding: the database is read when the message is sent. A
+        newer draft from the same page replaces the one being embedded."""
+        previous = self._drafts.pop(page, None)
+        if previous is not None:
+            previous.cancel()
+        try:
+            text = conversations.checked_message(text)  # as `send` will store it
+        except conversations.MessageRefused:
+            return
+        if not text.strip():
+            return
+        task = asyncio.create_task(self._embed_draft(owner_id, text))
+        self._drafts[page] = task
+        task.add_done_callback(
+            lambda done: self._drafts.pop(page, None) if self._drafts.get(page) is done else None
+        )
+
+    async def _embed_draft(self, owner_id: uuid.UUID, text: str) -> None:
+        try:
+            await warm_query(owner_id=owner_id, query=text, embedder=self.embedder)
+        except Exception:  # noqa: BLE001 - a draft is only a head start; sending embeds anew
+            logger.debug("embedding a draft failed", exc_info=True)
 
     def prepare(
         self,

@@ -12,6 +12,7 @@ from carmenta.state.chat import LONG_PASTE_CHARS, ChatState, LiveReplyState, Thr
 
 # app.css hides these inside a thread marked data-busy="true".
 HIDDEN_WHILE_BUSY = "hidden-while-busy"
+DRAFT_DEBOUNCE_MS = 150
 
 
 def attachment_chip(chip: AttachmentChip) -> rx.Component:
@@ -389,6 +390,9 @@ def composer() -> rx.Component:
                 name="message",
                 value=ChatState.draft,
                 on_change=ChatState.set_draft,
+                # The draft reaches the server once typing pauses this long (the default
+                # is 300 ms); it is embedded then, ahead of being sent.
+                debounce_timeout=DRAFT_DEBOUNCE_MS,
                 placeholder="Message Carmenta…  (Enter sends, Shift+Enter adds a line)",
                 aria_label="Message",
                 enter_key_submit=True,

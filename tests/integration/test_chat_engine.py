@@ -72,7 +72,9 @@ def _offline_engine(**overrides: Any) -> ChatEngine:
     )
 
 
-def _model_engine(model_server: ModelServer, tools=None, provider: str = "anthropic") -> ChatEngine:
+def _model_engine(
+    model_server: ModelServer, tools=None, provider: str = "anthropic", embedder=None
+) -> ChatEngine:
     if provider == "anthropic":
         update = {
             "anthropic_api_key": SecretStr("sk-ant-local-test"),
@@ -92,7 +94,7 @@ def _model_engine(model_server: ModelServer, tools=None, provider: str = "anthro
         models=CatalogModels(settings),
         tools=tools,
         settings=settings,
-        embedder=get_local_embedder(),
+        embedder=embedder or get_local_embedder(),
     )
 
 
@@ -616,3 +618,109 @@ async def test_many_replies_started_at_once_all_complete(model_server):
         timeout=60,
     )
     assert statuses == ["complete"] * 40
+
+
+class CountingEmbedder:
+    """The local model, keeping the texts it was asked to embed."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self._model = get_local_embedder()
+        self._delay = delay
+        self.dimensions = self._model.dimensions
+        self.model_name = self._model.model_name
+        self.texts: list[str] = []
+
+    def embed(self, texts, *, batch_size: int = 32):
+        self.texts.extend(texts)
+        return self._model.embed(texts, batch_size=batch_size)
+
+    async def embed_async(self, texts, *, batch_size: int = 32):
+        self.texts.extend(texts)
+        await asyncio.sleep(self._delay)
+        return await self._model.embed_async(texts, batch_size=batch_size)
+
+
+async def test_a_resting_draft_is_embedded_once_and_sending_it_embeds_nothing_more(
+    model_server,
+):
+    owner = await _new_user()
+    word = f"mooring{uuid.uuid4().hex[:6]}"
+    await _document(owner, "Boat", f"The {word} is at pier nine, past the fuel dock.")
+    async with session_scope() as session:
+        await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=1000)
+        await session.commit()
+    conversation_id = await _conversation(owner)
+    embedder = CountingEmbedder()
+    engine = _model_engine(model_server, provider="openai", embedder=embedder)
+
+    # The first message finds the person's embedded document (and is embedded to do so).
+    _, reply = await engine.send(
+        owner_id=owner, conversation_id=conversation_id, content="Hello there"
+    )
+    await _wait(engine, owner, reply.id)
+    embedder.texts.clear()
+
+    # Drafts from a page, one after the other: each replaces the one before, so only
+    # the last is embedded.
+    question = f"Where is the {word}?"
+    page = "page-1"
+    for end in range(5, len(question), 5):
+        engine.draft_changed(page=page, owner_id=owner, text=question[:end])
+    engine.draft_changed(page=page, owner_id=owner, text=question)
+    for _ in range(100):
+        if question in embedder.texts:
+            break
+        await asyncio.sleep(0.05)
+    assert question in embedder.texts
+    assert not any(text_ != question and question.startswith(text_) for text_ in embedder.texts)
+    embedded_while_typing = list(embedder.texts)
+
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=question)
+    await _wait(engine, owner, reply.id)
+    # Sending found the vectors: the question was not embedded again, and the search
+    # they served found the document.
+    assert embedder.texts == embedded_while_typing
+    assert "pier nine" in _openai_request_for(model_server, question)["messages"][0]["content"]
+
+
+async def test_a_message_sent_while_its_draft_is_embedded_waits_for_that_embedding(
+    model_server,
+):
+    owner = await _new_user()
+    word = f"lantern{uuid.uuid4().hex[:6]}"
+    await _document(owner, "Attic", f"The {word} is in the attic, left of the chimney.")
+    async with session_scope() as session:
+        await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=1000)
+        await session.commit()
+    conversation_id = await _conversation(owner)
+    embedder = CountingEmbedder(delay=0.5)
+    engine = _model_engine(model_server, provider="openai", embedder=embedder)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Hi")
+    await _wait(engine, owner, reply.id)
+
+    question = f"Where is the {word}?"
+    engine.draft_changed(page="page-3", owner_id=owner, text=question)
+    for _ in range(100):
+        if question in embedder.texts:
+            break
+        await asyncio.sleep(0.01)
+    # The draft's embedding has started and takes a while: the message is sent meanwhile.
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=question)
+    await _wait(engine, owner, reply.id)
+    assert embedder.texts.count(question) == 1
+    assert (
+        "left of the chimney"
+        in _openai_request_for(model_server, question)["messages"][0]["content"]
+    )
+
+
+async def test_the_drafts_of_a_person_with_nothing_embedded_are_not_embedded(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    embedder = CountingEmbedder()
+    engine = _model_engine(model_server, provider="openai", embedder=embedder)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Hi")
+    await _wait(engine, owner, reply.id)
+    engine.draft_changed(page="page-2", owner_id=owner, text="What did I write about boats?")
+    await asyncio.sleep(0.5)
+    assert embedder.texts == []
