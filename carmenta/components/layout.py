@@ -143,6 +143,22 @@ def checking_session() -> rx.Component:
     )
 
 
+def signed_out_notice() -> rx.Component:
+    # The session ended while the page was open (signed out here or on another device).
+    return rx.center(
+        rx.vstack(
+            rx.heading("You are signed out", size="5", as_="h1"),
+            rx.text("Your session has ended. Sign in again to carry on.", color_scheme="gray"),
+            rx.link(rx.button("Sign in again"), href=SessionState.sign_in_again_path),
+            align="center",
+            spacing="3",
+            role="alert",
+        ),
+        min_height="100dvh",
+        data_testid="signed-out",
+    )
+
+
 def with_auth_provider(content: rx.Component) -> rx.Component:
     if get_settings().uses_clerk:
         from carmenta.components import clerk
@@ -153,7 +169,13 @@ def with_auth_provider(content: rx.Component) -> rx.Component:
 
 def protected(content: rx.Component) -> rx.Component:
     # Nothing of a protected page is drawn until the server has verified the session.
-    return with_auth_provider(rx.cond(SessionState.signed_in, content, checking_session()))
+    return with_auth_provider(
+        rx.cond(
+            SessionState.signed_in,
+            content,
+            rx.cond(SessionState.auth_checked, signed_out_notice(), checking_session()),
+        )
+    )
 
 
 @dataclass

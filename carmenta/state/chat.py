@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import reflex as rx
@@ -34,6 +35,8 @@ from carmenta.state.session import SessionState
 
 # What the send returns when the reply it started is to be followed at once.
 _FOLLOW = object()
+# The id of the message on screen, and of its reply, while the message is being stored.
+SENDING_ID = "sending"
 # Updates to the page while a reply streams, at most this often.
 FRAME_SECONDS = 0.05
 OFFLINE_OPTION = "offline"
@@ -96,6 +99,16 @@ def _conversation_id_from(url: str) -> uuid.UUID | None:
     return None
 
 
+@dataclass
+class _Sending:
+    """A message shown as sent, on its way to being stored."""
+
+    text: str
+    chips: list[thread.AttachmentChip]
+    conversation_id: str
+    prepared: PreparedReply | None
+
+
 class ChatState(SessionState):
     conversation_id: str = ""
     title: str = ""
@@ -105,6 +118,8 @@ class ChatState(SessionState):
     draft: str = ""
     pending_attachments: list[thread.AttachmentChip] = []
     streaming_id: str = ""
+    # A message is on screen and being stored (see `_show_sending`).
+    sending: bool = False
     models: list[dict[str, str]] = []
     model_choice: str = ""
     research_mode: bool = False
@@ -124,7 +139,7 @@ class ChatState(SessionState):
 
     @rx.var
     def is_streaming(self) -> bool:
-        return bool(self.streaming_id)
+        return bool(self.streaming_id) or self.sending
 
     @rx.var
     def model_label(self) -> str:
@@ -282,12 +297,22 @@ class ChatState(SessionState):
         """Store the message and start its reply, then follow the reply from here.
 
         A background event so that following needs no second request from the page:
-        the first words go out as soon as they arrive. The state is held only while
-        the message is stored, as an ordinary event would hold it.
+        the first words go out as soon as they arrive. The message shows as sent at
+        once (its own frame, drawn while the server works); the state is then held
+        while the message is stored, as an ordinary event would hold it.
         """
         async with self:
-            outcome = await self._send_now(form)
-            owner, message_id = self._reply_owner, self.streaming_id
+            sending = await self._show_sending(form)
+        if sending is None:
+            return
+        try:
+            async with self:
+                outcome = await self._send_now(sending)
+                owner, message_id = self._reply_owner, self.streaming_id
+        finally:
+            if sending.prepared is not None and not sending.prepared.claimed:
+                # Refused before the engine took it (signed out, say): dropped.
+                sending.prepared.cancel()
         if outcome is _FOLLOW:
             async for event in self._follow(uuid.UUID(owner), message_id):
                 yield event
@@ -295,30 +320,67 @@ class ChatState(SessionState):
             for event in outcome:
                 yield event
 
-    async def _send_now(self, form: dict | None) -> list | object | None:
-        """The send under the state's lock: events for the page, or _FOLLOW."""
+    async def _show_sending(self, form: dict | None) -> _Sending | None:
+        """The message on screen at once, as sent, while it is checked and stored: the
+        page draws it meanwhile, and is free for the first words when they come."""
         text = str((form or {}).get("message", self.draft) or "")
-        if self.streaming_id:
+        if self.streaming_id or self.sending:
             self.error = "Wait for the reply to finish, or stop it first."
             return None
-        attachments = [uuid.UUID(a.id) for a in self.pending_attachments if a.id]
-        # Used by the engine only if the session check below names the same person.
-        prepared = self._prepare_reply(text, attachments)
+        chips = [chip for chip in self.pending_attachments if chip.id]
+        if not text.strip() and not chips:
+            self.error = "Write a message or attach a file first."
+            return None
         try:
-            return await self._send(text, attachments, prepared)
-        finally:
-            if prepared is not None and not prepared.claimed:
-                # Refused before the engine took it (signed out, empty message): dropped.
-                prepared.cancel()
+            conversations.checked_message(text)  # too long: said now, never shown as sent
+        except CarmentaError as error:
+            self.error = str(error)
+            return None
+        self.error = ""
+        self.sending = True
+        self.draft = ""
+        self.pending_attachments = []
+        live = await self.get_state(LiveReplyState)
+        live.asked = thread.ThreadMessage(
+            id=SENDING_ID, role="user", content=text, status="complete", attachments=chips
+        )
+        live.reply = thread.ThreadMessage(
+            id=SENDING_ID, role="assistant", content="", status="streaming"
+        )
+        attachments = [uuid.UUID(chip.id) for chip in chips]
+        return _Sending(
+            text=text,
+            chips=chips,
+            conversation_id=self.conversation_id,
+            # Used by the engine only if the session check names the same person.
+            prepared=self._prepare_reply(text, attachments),
+        )
 
-    async def _send(self, text: str, attachments: list[uuid.UUID], prepared: PreparedReply | None):
+    async def _send_now(self, sending: _Sending) -> list | object | None:
+        """The send under the state's lock: events for the page, or _FOLLOW. Refused,
+        the message leaves the thread and returns to the box."""
+        outcome = None
+        try:
+            outcome = await self._send(sending)
+        finally:
+            self.sending = False
+            if outcome is None:
+                live = await self.get_state(LiveReplyState)
+                if live.asked.id == SENDING_ID:
+                    self._stop_following(live)
+                if sending.conversation_id == self.conversation_id:
+                    self.draft = self.draft or sending.text
+                    self.pending_attachments = self.pending_attachments or sending.chips
+        return outcome
+
+    async def _send(self, sending: _Sending):
+        text, prepared = sending.text, sending.prepared
+        attachments = [uuid.UUID(chip.id) for chip in sending.chips]
         user = await self.verified_user()
         if user is None:
             return None
-        self.error = ""
-        if not text.strip() and not attachments:
-            self.error = "Write a message or attach a file first."
-            return None
+        if self.conversation_id != sending.conversation_id:
+            return None  # the page moved to another conversation meanwhile
         if not self.research_mode and not chat_service.get_engine().accepting:
             # Refused before a new conversation is created for nothing.
             self.error = str(ServerStoppingError())
@@ -351,29 +413,24 @@ class ChatState(SessionState):
                     prepared=prepared,
                 )
         except CarmentaError as error:
-            # The draft stays in the box: nothing the person wrote is lost.
+            # The message returns to the box (`_send_now`): nothing written is lost.
             self.error = str(error)
             if new_conversation:
                 self.conversation_id = ""
             return None
-        self.draft = ""
         self.streaming_id = str(reply.id)
         if new_conversation:
-            self.pending_attachments = []
             return [
                 rx.redirect(f"/chat/{self.conversation_id}"),
                 ConversationListState.reload,
             ]
         if self.research_mode:
-            self.pending_attachments = []
+            self._stop_following(await self.get_state(LiveReplyState))
             await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
             return [ChatState.poll_reply, ConversationListState.reload]
         # The thread is neither read again nor changed: the message and its reply show
         # after it (the message with the chips it was sent with) until the reply ends.
-        asked = thread.thread_message(
-            sent, {chip.id: chip for chip in self.pending_attachments if chip.id}
-        )
-        self.pending_attachments = []
+        asked = thread.thread_message(sent, {chip.id: chip for chip in sending.chips})
         await self._start_following(
             user.user_id,
             str(reply.id),

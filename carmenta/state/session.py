@@ -56,6 +56,11 @@ class SessionState(rx.State):
         self._verified_user_id = str(user.user_id) if user else ""
         return user
 
+    @rx.var
+    def sign_in_again_path(self) -> str:
+        """Sign-in, then back to this page (for a session that ended while it was open)."""
+        return f"{SIGN_IN_PATH}?next={quote(self._current_path(), safe='')}"
+
     def _current_path(self) -> str:
         parts = urlsplit(str(self.router.url))
         path = parts.path or "/"

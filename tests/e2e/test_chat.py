@@ -309,13 +309,14 @@ def test_a_page_whose_session_was_ended_elsewhere_stores_nothing(browser, app_se
 
     import psycopg
 
-    from tests.e2e.pages import SignUpPage
+    from tests.e2e.pages import SignInPage, SignUpPage
 
     context = browser.new_context(base_url=app_server.url)
     page = context.new_page()
     page.set_default_timeout(30_000)
     email = f"ended-{uuid.uuid4().hex[:10]}@example.com"
-    SignUpPage(page).open().sign_up(email=email, password=secrets.token_urlsafe(16), name="Ended")
+    password = secrets.token_urlsafe(16)
+    SignUpPage(page).open().sign_up(email=email, password=password, name="Ended")
     page.wait_for_url(f"{app_server.url}/")
     _send(page, "Before the end")
     page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
@@ -345,4 +346,12 @@ def test_a_page_whose_session_was_ended_elsewhere_stores_nothing(browser, app_se
             (email,),
         ).fetchone()[0]
     assert total == 2  # the first exchange only
+    # The message showed as sent at once; refused, it went back to the box, where it
+    # waits once the person has signed in again.
+    conversation_url = page.url
+    page.get_by_role("link", name="Sign in again").click()
+    SignInPage(page).expect_open().sign_in(email=email, password=password)
+    page.wait_for_url(conversation_url)
+    expect(page.get_by_test_id("user-message")).to_have_count(1)
+    expect(page.get_by_test_id("composer-input")).to_have_value("After the end")
     context.close()
