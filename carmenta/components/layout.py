@@ -148,13 +148,18 @@ def signed_out_notice() -> rx.Component:
     return rx.center(
         rx.vstack(
             rx.heading("You are signed out", size="5", as_="h1"),
-            rx.text("Your session has ended. Sign in again to carry on.", color_scheme="gray"),
+            rx.text(
+                "Your session has ended. Sign in again to carry on.",
+                color_scheme="gray",
+                text_align="center",
+            ),
             rx.link(rx.button("Sign in again"), href=SessionState.sign_in_again_path),
             align="center",
             spacing="3",
             role="alert",
         ),
         min_height="100dvh",
+        padding="1.5rem",
         data_testid="signed-out",
     )
 
