@@ -392,10 +392,14 @@ async def _embed_batch(embedder: Embedder, vectors: _QueryVectors, texts: list[s
 async def _embedded_texts(embedder: Embedder, texts: list[str]) -> list[Any]:
     vectors = _query_vectors.setdefault(embedder, _QueryVectors())
     found = {text_: vectors.kept[text_] for text_ in texts if text_ in vectors.kept}
+    loop = asyncio.get_running_loop()
     waiting = {
         text_: vectors.pending[text_]
         for text_ in texts
-        if text_ not in found and text_ in vectors.pending
+        # (a batch left by another event loop, as in tests, cannot be waited on here)
+        if text_ not in found
+        and text_ in vectors.pending
+        and vectors.pending[text_].get_loop() is loop
     }
     missing = [text_ for text_ in texts if text_ not in found and text_ not in waiting]
     if missing:
