@@ -106,7 +106,11 @@ class _Sending:
     text: str
     chips: list[thread.AttachmentChip]
     conversation_id: str
-    prepared: PreparedReply | None
+    prepared: PreparedReply | None = None
+
+    @property
+    def attachment_ids(self) -> list[uuid.UUID]:
+        return [uuid.UUID(chip.id) for chip in self.chips]
 
 
 class ChatState(SessionState):
@@ -347,14 +351,10 @@ class ChatState(SessionState):
         live.reply = thread.ThreadMessage(
             id=SENDING_ID, role="assistant", content="", status="streaming"
         )
-        attachments = [uuid.UUID(chip.id) for chip in chips]
-        return _Sending(
-            text=text,
-            chips=chips,
-            conversation_id=self.conversation_id,
-            # Used by the engine only if the session check names the same person.
-            prepared=self._prepare_reply(text, attachments),
-        )
+        sending = _Sending(text=text, chips=chips, conversation_id=self.conversation_id)
+        # Used by the engine only if the session check names the same person.
+        sending.prepared = self._prepare_reply(text, sending.attachment_ids)
+        return sending
 
     async def _send_now(self, sending: _Sending) -> list | object | None:
         """The send under the state's lock: events for the page, or _FOLLOW. Refused,
@@ -374,8 +374,7 @@ class ChatState(SessionState):
         return outcome
 
     async def _send(self, sending: _Sending):
-        text, prepared = sending.text, sending.prepared
-        attachments = [uuid.UUID(chip.id) for chip in sending.chips]
+        text, prepared, attachments = sending.text, sending.prepared, sending.attachment_ids
         user = await self.verified_user()
         if user is None:
             return None

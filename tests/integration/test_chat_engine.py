@@ -640,25 +640,40 @@ class CountingEmbedder:
         return await self._model.embed_async(texts, batch_size=batch_size)
 
 
-async def test_a_resting_draft_is_embedded_once_and_sending_it_embeds_nothing_more(
-    model_server,
-):
+async def _person_with_an_embedded_document(
+    model_server: ModelServer, embedder: CountingEmbedder, title: str, content: str
+) -> tuple[uuid.UUID, uuid.UUID, ChatEngine]:
+    """A person whose knowledge holds one embedded document and whose first message has
+    been answered (so the engine knows they have something embedded)."""
     owner = await _new_user()
-    word = f"mooring{uuid.uuid4().hex[:6]}"
-    await _document(owner, "Boat", f"The {word} is at pier nine, past the fuel dock.")
+    await _document(owner, title, content)
     async with session_scope() as session:
         await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=1000)
         await session.commit()
     conversation_id = await _conversation(owner)
-    embedder = CountingEmbedder()
     engine = _model_engine(model_server, provider="openai", embedder=embedder)
-
-    # The first message finds the person's embedded document (and is embedded to do so).
-    _, reply = await engine.send(
-        owner_id=owner, conversation_id=conversation_id, content="Hello there"
-    )
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Hi")
     await _wait(engine, owner, reply.id)
     embedder.texts.clear()
+    return owner, conversation_id, engine
+
+
+async def _until_asked_to_embed(embedder: CountingEmbedder, text_: str) -> None:
+    for _ in range(100):
+        if text_ in embedder.texts:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text_!r} was never embedded")
+
+
+async def test_a_resting_draft_is_embedded_once_and_sending_it_embeds_nothing_more(
+    model_server,
+):
+    word = f"mooring{uuid.uuid4().hex[:6]}"
+    embedder = CountingEmbedder()
+    owner, conversation_id, engine = await _person_with_an_embedded_document(
+        model_server, embedder, "Boat", f"The {word} is at pier nine, past the fuel dock."
+    )
 
     # Drafts from a page, one after the other: each replaces the one before, so only
     # the last is embedded.
@@ -667,11 +682,7 @@ async def test_a_resting_draft_is_embedded_once_and_sending_it_embeds_nothing_mo
     for end in range(5, len(question), 5):
         engine.draft_changed(page=page, owner_id=owner, text=question[:end])
     engine.draft_changed(page=page, owner_id=owner, text=question)
-    for _ in range(100):
-        if question in embedder.texts:
-            break
-        await asyncio.sleep(0.05)
-    assert question in embedder.texts
+    await _until_asked_to_embed(embedder, question)
     assert not any(text_ != question and question.startswith(text_) for text_ in embedder.texts)
     embedded_while_typing = list(embedder.texts)
 
@@ -686,24 +697,15 @@ async def test_a_resting_draft_is_embedded_once_and_sending_it_embeds_nothing_mo
 async def test_a_message_sent_while_its_draft_is_embedded_waits_for_that_embedding(
     model_server,
 ):
-    owner = await _new_user()
     word = f"lantern{uuid.uuid4().hex[:6]}"
-    await _document(owner, "Attic", f"The {word} is in the attic, left of the chimney.")
-    async with session_scope() as session:
-        await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=1000)
-        await session.commit()
-    conversation_id = await _conversation(owner)
     embedder = CountingEmbedder(delay=0.5)
-    engine = _model_engine(model_server, provider="openai", embedder=embedder)
-    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Hi")
-    await _wait(engine, owner, reply.id)
+    owner, conversation_id, engine = await _person_with_an_embedded_document(
+        model_server, embedder, "Attic", f"The {word} is in the attic, left of the chimney."
+    )
 
     question = f"Where is the {word}?"
     engine.draft_changed(page="page-3", owner_id=owner, text=question)
-    for _ in range(100):
-        if question in embedder.texts:
-            break
-        await asyncio.sleep(0.01)
+    await _until_asked_to_embed(embedder, question)
     # The draft's embedding has started and takes a while: the message is sent meanwhile.
     _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=question)
     await _wait(engine, owner, reply.id)
