@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -12,10 +14,15 @@ from carmenta.settings import PROJECT_ROOT
 # The job queue's tables come from its own SQL, applied by the first migration;
 # they are not models, so comparisons leave them alone.
 QUEUE_TABLE_PREFIX = "procrastinate_"
+# The parts of a partitioned table (`document_chunks_part_07`) are made by its
+# migration; the model describes the partitioned table as a whole.
+PARTITION_NAME = re.compile(r"^\w+_part_\d+$")
 
 
 def include_name(name: str | None, type_: str, parent_names: dict) -> bool:
-    return not (type_ == "table" and name is not None and name.startswith(QUEUE_TABLE_PREFIX))
+    if type_ != "table" or name is None:
+        return True
+    return not (name.startswith(QUEUE_TABLE_PREFIX) or PARTITION_NAME.match(name))
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     Text,
     Uuid,
     cast,
@@ -127,22 +128,35 @@ CHUNK_EMBEDDING_DIMENSIONS = 384
 class DocumentChunk(SQLModel, table=True):
     """A passage of a document, embedded for semantic search.
 
-    A chunk without an embedding is waiting for the embedding job.
+    A chunk without an embedding is waiting for the embedding job. The table is
+    partitioned by a hash of the owner (32 parts, migration 0015), so each
+    part has its own HNSW graph and one person's search reads one part; every key
+    therefore holds the owner.
     """
 
     __tablename__ = "document_chunks"
     __table_args__ = (
-        Index("uq_document_chunks_document_ordinal", "document_id", "ordinal", unique=True),
+        PrimaryKeyConstraint("owner_id", "id", name="pk_document_chunks"),
+        Index(
+            "uq_document_chunks_document_ordinal",
+            "document_id",
+            "ordinal",
+            "owner_id",
+            unique=True,
+        ),
         Index(
             "ix_document_chunks_embedding_hnsw",
             "embedding",
             postgresql_using="hnsw",
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
+        {"postgresql_partition_by": "HASH (owner_id)"},
     )
 
     id: uuid.UUID = uuid_primary_key()
-    owner_id: uuid.UUID = owner_key()
+    owner_id: uuid.UUID = Field(
+        foreign_key="users.id", ondelete="CASCADE", primary_key=True, nullable=False
+    )
     document_id: uuid.UUID = Field(foreign_key="documents.id", ondelete="CASCADE", nullable=False)
     ordinal: int = Field(sa_type=Integer, nullable=False)
     content: str = Field(sa_type=Text, nullable=False)

@@ -44,7 +44,7 @@ async def embed_pending_chunks(
     rows = (
         await session.execute(
             text(
-                "select id, content from document_chunks where embedding is null"
+                "select owner_id, id, content from document_chunks where embedding is null"
                 " order by created_at limit :limit for update skip locked"
             ),
             {"limit": limit},
@@ -58,9 +58,9 @@ async def embed_pending_chunks(
         await session.execute(
             text(
                 "update document_chunks set embedding = cast(:vector as vector),"
-                " embedded_at = :now where id = :id"
+                " embedded_at = :now where owner_id = :owner and id = :id"
             ),
-            {"vector": _vector_literal(vector), "now": now, "id": row.id},
+            {"vector": _vector_literal(vector), "now": now, "owner": row.owner_id, "id": row.id},
         )
     return len(rows)
 

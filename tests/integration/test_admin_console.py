@@ -353,17 +353,21 @@ async def test_reconnection_and_storage_views_show_what_needs_attention(api, adm
 
 async def test_admin_retries_a_failed_job_and_cancels_a_queued_one(api, admin):
     person = await sign_up()
+    # Queueing locks of their own: a worker started by an earlier test may have left
+    # these periodic tasks queued under their usual locks.
     failing = await jobs_service.enqueue(
         task_name="maintenance.delete_old_jobs",
         task_kwargs={},
         owner_id=person.user_id,
         delay_seconds=3600,
+        queueing_lock=f"admin-test-{uuid.uuid4()}",
     )
     queued = await jobs_service.enqueue(
         task_name="maintenance.purge_expired_oauth_states",
         task_kwargs={"timestamp": 1},
         owner_id=person.user_id,
         delay_seconds=3600,
+        queueing_lock=f"admin-test-{uuid.uuid4()}",
     )
     await execute("update procrastinate_jobs set status = 'failed' where id = :id", id=failing)
     try:
