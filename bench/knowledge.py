@@ -622,9 +622,9 @@ async def measure(
             return semantic_rows
 
         # The Knowledge page lists a tree in one statement outside a transaction
-        # (db.read_scope); the bare side sends that statement the same way.
+        # (db.statement_scope); the bare side sends that statement the same way.
         async def list_service(root: str) -> int:
-            async with db.read_scope() as session:
+            async with db.statement_scope() as session:
                 return len(await list_tree(session=session, owner_id=owner, root=root))
 
         async def list_bare(root: str) -> int:

@@ -131,13 +131,13 @@ _autocommit_engine: AsyncEngine | None = None
 
 
 @asynccontextmanager
-async def read_scope() -> AsyncIterator[AsyncSession]:
+async def statement_scope() -> AsyncIterator[AsyncSession]:
     """A session whose statements each run on their own, without BEGIN and COMMIT.
 
     For reads that need no transaction around them (one statement, or several that
-    need not see one snapshot): it saves two round trips per use. Nothing that must
-    be written together, and nothing that sets a transaction-local setting, belongs
-    here: each statement commits by itself.
+    need not see one snapshot) and for writes made whole by one statement: it saves
+    two round trips per use. Writes that span statements, and transaction-local
+    settings, do not belong here: each statement commits by itself.
     """
     global _autocommit_engine
     if _autocommit_engine is None:

@@ -27,7 +27,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PARTS = 32
-COLUMNS = "id, owner_id, document_id, ordinal, content, embedding, embedded_at, created_at"
+COPY_ROWS = """
+    insert into document_chunks
+           (id, owner_id, document_id, ordinal, content, embedding, embedded_at, created_at)
+    select id, owner_id, document_id, ordinal, content, embedding, embedded_at, created_at
+      from document_chunks_before
+"""
 COLUMN_DEFINITIONS = """
     id uuid not null default gen_random_uuid(),
     owner_id uuid not null,
@@ -66,9 +71,7 @@ def _set_aside_old_table() -> None:
 
 
 def _copy_and_drop_old_table() -> None:
-    op.execute(
-        f"insert into document_chunks ({COLUMNS}) select {COLUMNS} from document_chunks_before"
-    )
+    op.execute(COPY_ROWS)
     op.execute("drop table document_chunks_before")
 
 
@@ -84,8 +87,7 @@ def upgrade() -> None:
     # maintaining it row by row.
     _copy_and_drop_old_table()
     op.execute(
-        "alter table document_chunks"
-        " add constraint pk_document_chunks primary key (owner_id, id)"
+        "alter table document_chunks add constraint pk_document_chunks primary key (owner_id, id)"
     )
     op.execute(FOREIGN_KEYS)
     # Led by the document: deleting a document finds its chunks in every part.

@@ -151,7 +151,7 @@ async def current_user(*, settings: Settings, token: str | None) -> Authenticate
             return await authenticate(session=session, settings=settings, token=token)
     # Every event of a page comes here: one read (and now and then a `last_seen_at`
     # write that stands alone), so no BEGIN and COMMIT around it.
-    async with db.read_scope() as session:
+    async with db.statement_scope() as session:
         return await authenticate(session=session, settings=settings, token=token)
 
 

@@ -50,7 +50,7 @@ from carmenta.chat.llm.types import (
 from carmenta.chat.titles import title_for
 from carmenta.conversations import service as conversations
 from carmenta.conversations.models import MessageStatus
-from carmenta.db import session_scope
+from carmenta.db import session_scope, statement_scope
 from carmenta.errors import CarmentaError
 from carmenta.knowledge.embeddings import Embedder, get_embedder
 from carmenta.observability import metrics
@@ -352,7 +352,8 @@ class ChatEngine:
             )
         pending, planning = prepared.pending, prepared.planning
         try:
-            async with session_scope() as session:
+            # One statement, committed as it runs: no BEGIN or COMMIT on the way.
+            async with statement_scope() as session:
                 user_message, reply = await conversations.add_exchange(
                     session=session,
                     owner_id=owner_id,
@@ -362,7 +363,6 @@ class ChatEngine:
                     message_id=pending.message_id,
                     reply_id=pending.reply_id,
                 )
-                await session.commit()
         except BaseException:
             planning.cancel()
             await asyncio.gather(planning, return_exceptions=True)

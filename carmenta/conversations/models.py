@@ -98,6 +98,14 @@ class Message(SQLModel, table=True):
             "updated_at",
             postgresql_where=text("status = 'streaming'"),
         ),
+        # One reply at a time per conversation: a send stores its exchange with
+        # `on conflict do nothing` against this index rather than locking the row.
+        Index(
+            "uq_messages_one_streaming_reply",
+            "conversation_id",
+            unique=True,
+            postgresql_where=text("status = 'streaming'"),
+        ),
     )
 
     id: uuid.UUID = uuid_primary_key()

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.conversations.models import MessageRole, MessageStatus
@@ -45,6 +48,22 @@ class ConversationNotFound(CarmentaError, LookupError):
 
 class MessageRefused(CarmentaError, ValueError):
     """The message cannot be taken as it is; the text says why."""
+
+
+# The partial unique index that lets one reply stream per conversation.
+ONE_STREAMING_REPLY_INDEX = "uq_messages_one_streaming_reply"
+
+
+@contextmanager
+def _one_reply_at_a_time() -> Iterator[None]:
+    """A second streaming reply, refused by the index, in the person's words."""
+    try:
+        yield
+    except IntegrityError as error:
+        diagnostic = getattr(error.orig, "diag", None)
+        if getattr(diagnostic, "constraint_name", None) == ONE_STREAMING_REPLY_INDEX:
+            raise ReplyInProgress() from None
+        raise
 
 
 class ReplyInProgress(CarmentaError):
@@ -492,43 +511,37 @@ async def add_exchange(
 ) -> tuple[MessageView, MessageView]:
     """The person's message and the empty reply that will answer it, stored together.
 
-    The same checks as `add_user_message` then `start_reply`, in two statements rather
-    than ten: sending is on the way to the first token. The caller may choose the two
-    ids (to read the conversation alongside, leaving these rows out).
+    The same checks as `add_user_message` then `start_reply`, in one statement that
+    needs no transaction around it: sending is on the way to the first token. A reply
+    already streaming (the unique index on streaming replies) or a conversation that is
+    not the owner's stores nothing. The caller may choose the two ids (to read the
+    conversation alongside, leaving these rows out).
     """
     content = checked_message(content)
     attachments = await _owned_file_ids(session, owner_id, list(attachment_ids or []))
     if not content.strip() and not attachments:
         raise MessageRefused("Write a message or attach a file first.")
-    # The conversation row is locked first, so two sends cannot both see it idle.
-    locked = (
-        await session.execute(
-            text("select id from conversations where id = :id and owner_id = :owner for update"),
-            {"id": conversation_id, "owner": owner_id},
-        )
-    ).first()
-    if locked is None:
-        raise ConversationNotFound()
-    # A new statement after the lock: it sees a reply another send committed meanwhile.
+    # The reply goes in first, and the message only if it did: both or neither. Two
+    # sends at once meet at the index, the second waiting for the first to commit.
     rows = (
         await session.execute(
             text(
-                "with busy as (select 1 from messages where conversation_id = :conversation"
-                "   and status = 'streaming' limit 1),"
-                " stamp as (select clock_timestamp() as at where not exists (select 1 from busy)),"
-                " asked as (insert into messages (id, conversation_id, owner_id, role, content,"
-                "   status, details, created_at)"
-                "   select :message_id, :conversation, :owner, 'user', :content, 'complete',"
-                "   cast(:details as jsonb), at from stamp"
-                f"   returning {_MESSAGE_COLUMNS}),"
+                "with stamp as (select clock_timestamp() as at from conversations"
+                "   where id = :conversation and owner_id = :owner),"
                 " answering as (insert into messages (id, conversation_id, owner_id, role,"
                 "   content, status, details, created_at)"
                 "   select :reply_id, :conversation, :owner, 'assistant', '', 'streaming',"
                 "   '{}'::jsonb, at + interval '1 microsecond' from stamp"
+                "   on conflict (conversation_id) where status = 'streaming' do nothing"
                 f"   returning {_MESSAGE_COLUMNS}),"
-                " touched as (update conversations"
-                "   set last_activity_at = (select at from stamp) + interval '1 microsecond'"
-                "   where id = :conversation and exists (select 1 from stamp))"
+                " asked as (insert into messages (id, conversation_id, owner_id, role, content,"
+                "   status, details, created_at)"
+                "   select :message_id, :conversation, :owner, 'user', :content, 'complete',"
+                "   cast(:details as jsonb), created_at - interval '1 microsecond'"
+                "   from answering"
+                f"   returning {_MESSAGE_COLUMNS}),"
+                " touched as (update conversations set last_activity_at = answering.created_at"
+                "   from answering where conversations.id = :conversation)"
                 " select * from asked union all select * from answering order by created_at"
             ),
             {
@@ -542,6 +555,7 @@ async def add_exchange(
         )
     ).all()
     if not rows:
+        await _owned(session, owner_id, conversation_id)
         raise ReplyInProgress()
     asked, answering = rows
     return _message(asked), _message(answering)
@@ -558,22 +572,25 @@ async def start_reply(
     """The row a reply is written into while it streams."""
     await _owned(session, owner_id, conversation_id)
     await _refuse_if_streaming(session, conversation_id)
-    row = (
-        await session.execute(
-            text(
-                "insert into messages (conversation_id, owner_id, role, content, status, model,"
-                " details, created_at) values (:conversation, :owner, 'assistant', '',"
-                " 'streaming', :model, cast(:details as jsonb), clock_timestamp())"
-                f" returning {_MESSAGE_COLUMNS}"
-            ),
-            {
-                "conversation": conversation_id,
-                "owner": owner_id,
-                "model": model,
-                "details": _json(details or {}),
-            },
-        )
-    ).one()
+    # The check above holds against other checked writers; a send (one statement, no
+    # lock) racing this one meets the unique index instead.
+    with _one_reply_at_a_time():
+        row = (
+            await session.execute(
+                text(
+                    "insert into messages (conversation_id, owner_id, role, content, status, model,"
+                    " details, created_at) values (:conversation, :owner, 'assistant', '',"
+                    " 'streaming', :model, cast(:details as jsonb), clock_timestamp())"
+                    f" returning {_MESSAGE_COLUMNS}"
+                ),
+                {
+                    "conversation": conversation_id,
+                    "owner": owner_id,
+                    "model": model,
+                    "details": _json(details or {}),
+                },
+            )
+        ).one()
     await _touch(session, conversation_id)
     return _message(row)
 
@@ -642,17 +659,22 @@ async def finish_reply(
 async def reopen_waiting_reply(
     *, session: AsyncSession, owner_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageView | None:
-    """A reply that waited for the person's answer streams again."""
-    row = (
-        await session.execute(
-            text(
-                "update messages set status = 'streaming', updated_at = now()"
-                " where id = :id and owner_id = :owner and status = 'waiting'"
-                f" returning {_MESSAGE_COLUMNS}"
-            ),
-            {"id": message_id, "owner": owner_id},
-        )
-    ).first()
+    """A reply that waited for the person's answer streams again.
+
+    Refused while another reply of the conversation streams (the person sent a new
+    message meanwhile): one reply at a time.
+    """
+    with _one_reply_at_a_time():
+        row = (
+            await session.execute(
+                text(
+                    "update messages set status = 'streaming', updated_at = now()"
+                    " where id = :id and owner_id = :owner and status = 'waiting'"
+                    f" returning {_MESSAGE_COLUMNS}"
+                ),
+                {"id": message_id, "owner": owner_id},
+            )
+        ).first()
     return _message(row) if row is not None else None
 
 

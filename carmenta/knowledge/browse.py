@@ -60,7 +60,7 @@ def _tree_document(view: DocumentView) -> TreeDocument:
 
 async def tree(*, owner_id: uuid.UUID) -> list[TreeDocument]:
     # One read: no transaction needed around it.
-    async with db.read_scope() as session:
+    async with db.statement_scope() as session:
         views = await documents.list_tree(session=session, owner_id=owner_id)
     return [_tree_document(view) for view in views]
 

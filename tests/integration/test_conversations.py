@@ -335,6 +335,31 @@ async def test_an_exchange_is_refused_whole_while_a_reply_streams_or_for_a_stran
     assert [(m.role, m.content) for m in stored] == [("user", "First"), ("assistant", "")]
 
 
+async def test_a_waiting_reply_is_not_reopened_while_a_newer_one_streams(session):
+    owner = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    _, waiting = await conversations.add_exchange(
+        session=session, owner_id=owner, conversation_id=conversation.id, content="Post it"
+    )
+    assert await conversations.finish_reply(
+        session=session,
+        owner_id=owner,
+        message_id=waiting.id,
+        content="May I post?",
+        status=MessageStatus.waiting,
+    )
+    # The person wrote again instead of answering: that reply streams now.
+    _, newer = await conversations.add_exchange(
+        session=session, owner_id=owner, conversation_id=conversation.id, content="Never mind"
+    )
+    assert newer.status == "streaming"
+    with pytest.raises(conversations.ReplyInProgress):
+        await conversations.reopen_waiting_reply(
+            session=session, owner_id=owner, message_id=waiting.id
+        )
+    await session.rollback()
+
+
 async def test_two_exchanges_sent_at_once_to_one_conversation_store_one(database_url):
     import asyncio
 
@@ -351,7 +376,7 @@ async def test_two_exchanges_sent_at_once_to_one_conversation_store_one(database
                 await conversations.add_exchange(
                     session=session, owner_id=owner, conversation_id=conversation.id, content=text_
                 )
-                # Held open a moment, so the other send waits on the conversation's lock.
+                # Held open a moment, so the other send waits at the unique index.
                 await asyncio.sleep(0.2)
                 await session.commit()
             return "stored"
