@@ -567,6 +567,7 @@ async def measure(
                         "subtree": None,
                         # As the service asks for the 20 semantic hits of a hybrid search.
                         "candidates": 20 * semantic_module.CANDIDATE_CHUNKS_PER_HIT,
+                        "exact_below": semantic_module.EXACT_SEARCH_BELOW_CHUNKS,
                     },
                 ),
             ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import text
 
+from carmenta.knowledge import semantic as semantic_module
 from carmenta.knowledge.embeddings import get_local_embedder
 from carmenta.knowledge.semantic import (
     embed_pending_chunks,
@@ -156,3 +158,93 @@ async def test_hybrid_search_in_parallel_finds_what_it_finds_in_sequence(async_e
                 {"owner": owner, "stranger": stranger},
             )
             await cleaner.commit()
+
+
+async def _user_in_the_same_part(session, owner: uuid.UUID) -> uuid.UUID:
+    """Another user whose chunks hash into the owner's part of `document_chunks`."""
+    part = (
+        await session.execute(
+            text(
+                "select r from generate_series(0, 31) as r where satisfies_hash_partition("
+                " 'document_chunks'::regclass, 32, r, cast(:owner as uuid))"
+            ),
+            {"owner": owner},
+        )
+    ).scalar_one()
+    neighbour = (
+        await session.execute(
+            text(
+                "select id from (select gen_random_uuid() as id from generate_series(1, 2000)) c"
+                " where satisfies_hash_partition('document_chunks'::regclass, 32, :part, c.id)"
+                " limit 1"
+            ),
+            {"part": part},
+        )
+    ).scalar_one()
+    await session.execute(
+        text(
+            "insert into users (id, external_auth_id, auth_provider) values (:id, :ext, 'builtin')"
+        ),
+        {"id": neighbour, "ext": f"semantic-{neighbour}"},
+    )
+    return neighbour
+
+
+async def _walks_the_graph(session, owner: uuid.UUID, query) -> bool:
+    """Whether the graph's branch of the search ran (the other one is then skipped)."""
+    await session.execute(semantic_module._HNSW_SCAN_SQL)
+    plan = (
+        await session.execute(
+            text("explain (analyze, costs off, timing off) " + semantic_module._SEMANTIC_SQL.text),
+            {
+                "vector": semantic_module._vector_literal(query),
+                "owner": owner,
+                "subtree": None,
+                "candidates": 40,
+                "exact_below": semantic_module.EXACT_SEARCH_BELOW_CHUNKS,
+            },
+        )
+    ).scalars()
+    scans = [line for line in plan if " on document_chunks_part_" in line and " c" in line]
+    graph, every_chunk = (s for s in scans if " c " in s or " c_1 " in s)
+    assert "embedding_idx" in graph, graph
+    assert ("never executed" in graph) != ("never executed" in every_chunk)
+    return "never executed" not in graph
+
+
+@pytest.mark.parametrize("way", ["graph", "every chunk"])
+async def test_both_ways_of_searching_find_the_owners_nearest_and_only_theirs(
+    session, monkeypatch, way
+):
+    # Small owners compare the query with every chunk of theirs; larger ones walk the
+    # HNSW graph of their part, which they share with others.
+    monkeypatch.setattr(
+        semantic_module, "EXACT_SEARCH_BELOW_CHUNKS", 0 if way == "graph" else 10_000
+    )
+    owner = await _user(session)
+    neighbour = await _user_in_the_same_part(session, owner)
+    garden, car, trip = await _library(session, owner)
+    for title in ("Truck repairs", "Van servicing", "Motorbike tune-up"):
+        await create_document(
+            session=session,
+            owner_id=neighbour,
+            parent_path=None,
+            title=title,
+            content=f"{title}: new brake pads, an oil change and the engine checked.",
+        )
+    await _embed_all(session)
+    query = get_local_embedder().embed(["vehicle maintenance and repairs"])[0]
+    # A handful of rows would be read whole; the graph is what is under test.
+    await session.execute(text("set local enable_seqscan = off"))
+    await session.execute(text("set local enable_bitmapscan = off"))
+    await session.execute(text("set local enable_sort = off"))
+    assert await _walks_the_graph(session, owner, query) is (way == "graph")
+    hits = await semantic_search(session=session, owner_id=owner, query_vector=query)
+    assert hits[0].id == car.id
+    assert {hit.id for hit in hits} == {garden.id, car.id, trip.id}
+    theirs = await semantic_search(session=session, owner_id=neighbour, query_vector=query)
+    assert len(theirs) == 3 and not {hit.id for hit in theirs} & {garden.id, car.id, trip.id}
+    in_subtree = await semantic_search(
+        session=session, owner_id=owner, query_vector=query, subtree=trip.path
+    )
+    assert [hit.id for hit in in_subtree] == [trip.id]
