@@ -534,7 +534,7 @@ async def measure(
     search_sql = bare_sql(search_module._SEARCH_SQL)
     semantic_sql = bare_sql(semantic_module._SEMANTIC_SQL)
     hnsw_sql = bare_sql(semantic_module._HNSW_SCAN_SQL)
-    list_sql = bare_sql(service_module._LIST_TREE_SQL)
+    list_sql = service_module.LIST_TREE_SQL
 
     async def one_user(label: str, owner: uuid.UUID, topics: list[int]) -> None:
         queries = [corpus.query(topics=topics) for _ in range(query_count)]

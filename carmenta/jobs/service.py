@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, insert, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from carmenta.db import session_scope
+from carmenta.db import driver_connection, session_scope
 from carmenta.errors import CarmentaError
 from carmenta.jobs.models import JobProgress
 from carmenta.jobs.queue import job_app
@@ -124,14 +124,6 @@ async def _transaction(session: AsyncSession | None) -> AsyncIterator[AsyncSessi
         yield own_session
 
 
-async def _driver_connection(session: AsyncSession) -> Any:
-    # The queue's statements run on the session's own connection, inside its
-    # transaction, so they commit or roll back with the caller's work.
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
-
-
 async def enqueue(
     *,
     task_name: str,
@@ -152,7 +144,7 @@ async def enqueue(
     """
     schedule_at = datetime.now(UTC) + timedelta(seconds=delay_seconds) if delay_seconds else None
     async with _transaction(session) as active:
-        connection = await _driver_connection(active)
+        connection = await driver_connection(active)
         try:
             deferrer = job_app.configure_task(
                 task_name,
@@ -265,7 +257,7 @@ async def cancel_job(
         )
         if owned.first() is None:
             return False
-        connection = await _driver_connection(active)
+        connection = await driver_connection(active)
         return await job_app.job_manager.cancel_job_by_id_async(
             job_id, abort=True, connection=connection
         )
@@ -326,5 +318,5 @@ async def cancel_any_job(*, session: AsyncSession, job_id: int) -> None:
             f"job {job_id} is {job_status(row['status']).value}; only queued or running"
             " jobs can be cancelled"
         )
-    connection = await _driver_connection(session)
+    connection = await driver_connection(session)
     await job_app.job_manager.cancel_job_by_id_async(job_id, abort=True, connection=connection)
