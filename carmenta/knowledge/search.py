@@ -58,8 +58,9 @@ _SEARCH_SQL = text(
     -- first :candidates matches are ranked instead, together with up to :candidates
     -- titles or paths that look like the query (each ranked in full), so a title
     -- naming the query is not lost among them. Below the caps nothing changes.
+    -- Each candidate is ranked from the row its own index scan read, not fetched again.
     text_matches as (
-        select d.id
+        select d.id, ts_rank_cd(d.search_vector, q.tsq, 32) as rank
           from documents d, q
          where d.owner_id = :owner
            and d.search_vector @@ q.tsq
@@ -70,32 +71,30 @@ _SEARCH_SQL = text(
         -- Only titles and paths sharing trigrams with the query (found through the
         -- trigram indexes) can pass the threshold; pg_trgm breaks words at '.' and '_',
         -- so the path's text scores as its words would.
-        select id, similarity
-          from (select d.id,
+        select c.id, c.similarity,
+               case when c.search_vector @@ q.tsq
+                    then ts_rank_cd(c.search_vector, q.tsq, 32) end as rank
+          from (select d.id, d.search_vector,
                        greatest(word_similarity(:query, d.title),
                                 word_similarity(:query, d.path::text)) as similarity
                   from documents d
                  where d.owner_id = :owner
                    and (:query <% d.title or :query <% (d.path::text))
                    and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
-                 limit :candidates) candidates
-         where similarity > :threshold
+                 limit :candidates) c, q
+         where c.similarity > :threshold
     ),
     merged as (
-        select d.id,
-               case when d.search_vector @@ q.tsq
-                    then ts_rank_cd(d.search_vector, q.tsq, 32) end as rank,
-               f.similarity
-          from (select id from text_matches union select id from fuzzy_hits) c
-          join documents d on d.id = c.id
-          left join fuzzy_hits f on f.id = c.id, q
+        select coalesce(t.id, f.id) as id, coalesce(t.rank, f.rank) as rank, f.similarity
+          from text_matches t full join fuzzy_hits f on f.id = t.id
     ),
     ranked as (
         select m.id,
                coalesce(m.rank, 0) + :weight * coalesce(m.similarity, 0) as score,
                m.rank is not null as by_text
           from merged m
-         order by score desc
+         -- Equal scores in a stable order, so the cut at :limit is the same each time.
+         order by score desc, m.id
          limit :limit
     )
     select d.id, d.path::text as path, d.title,
