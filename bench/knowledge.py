@@ -507,7 +507,11 @@ async def _timed_pair(
 
 
 async def measure(
-    dataset: Dataset, query_count: int, explain: bool, real_query_embedding: bool
+    dataset: Dataset,
+    query_count: int,
+    explain: bool,
+    real_query_embedding: bool,
+    only: set[str],
 ) -> list[dict]:
     from carmenta import db
     from carmenta.knowledge import search as search_module
@@ -522,7 +526,7 @@ async def measure(
         search_documents,
     )
     from carmenta.knowledge.semantic import _vector_literal, hybrid_search
-    from carmenta.knowledge.service import list_tree
+    from carmenta.knowledge.service import list_tree_on
     from carmenta.settings import reset_settings_cache
 
     os.environ["DATABASE_URL"] = dataset.url
@@ -623,10 +627,10 @@ async def measure(
             return semantic_rows
 
         # The Knowledge page lists a tree in one statement outside a transaction
-        # (db.statement_scope); the bare side sends that statement the same way.
+        # (db.statement_connection); the bare side sends that statement the same way.
         async def list_service(root: str) -> int:
-            async with db.statement_scope() as session:
-                return len(await list_tree(session=session, owner_id=owner, root=root))
+            async with db.statement_connection() as connection:
+                return len(await list_tree_on(connection=connection, owner_id=owner, root=root))
 
         async def list_bare(root: str) -> int:
             cursor = await bare.execute(
@@ -660,6 +664,8 @@ async def measure(
             ("hybrid", [t for t, _ in cleaned], hybrid_service, hybrid_bare),
             ("subtree", roots, list_service, list_bare),
         ):
+            if kind not in only:
+                continue
             timings = Timings()
             for number, item in enumerate(items):
                 await _timed_pair(
@@ -790,6 +796,9 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--explain", action="store_true", help="print the plans of one query each")
     parser.add_argument(
+        "--only", choices=sorted(TARGETS_MS), action="append", help="measure only these searches"
+    )
+    parser.add_argument(
         "--real-query-embedding",
         action="store_true",
         help="hybrid search waits for the real local model to embed each query",
@@ -817,7 +826,15 @@ def main() -> None:
         "hybrid query embedding: "
         + ("the real local model's time" if args.real_query_embedding else "synthetic, instant")
     )
-    asyncio.run(measure(dataset, args.queries, args.explain, args.real_query_embedding))
+    asyncio.run(
+        measure(
+            dataset,
+            args.queries,
+            args.explain,
+            args.real_query_embedding,
+            only=set(args.only or TARGETS_MS),
+        )
+    )
     log(f"load average after: {os.getloadavg()[0]:.1f}")
     if not args.skip_ingest:
         asyncio.run(ingest(dataset, args.ingest, args.ingest_embedded))

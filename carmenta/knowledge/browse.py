@@ -59,9 +59,9 @@ def _tree_document(view: DocumentView) -> TreeDocument:
 
 
 async def tree(*, owner_id: uuid.UUID) -> list[TreeDocument]:
-    # One read: no transaction needed around it.
-    async with db.statement_scope() as session:
-        views = await documents.list_tree(session=session, owner_id=owner_id)
+    # One read on the page's hottest path: no transaction and no session around it.
+    async with db.statement_connection() as connection:
+        views = await documents.list_tree_on(connection=connection, owner_id=owner_id)
     return [_tree_document(view) for view in views]
 
 

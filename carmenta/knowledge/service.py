@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -217,10 +218,18 @@ async def list_tree(
     *, session: AsyncSession, owner_id: uuid.UUID, root: str | None = None
 ) -> list[DocumentView]:
     """The owner's documents ordered by path; only `root` and below when given."""
+    return await list_tree_on(
+        connection=await driver_connection(session), owner_id=owner_id, root=root
+    )
+
+
+async def list_tree_on(
+    *, connection: AsyncConnection[Any], owner_id: uuid.UUID, root: str | None = None
+) -> list[DocumentView]:
+    """`list_tree` on a driver connection: the Knowledge page's, from `db.statement_connection`."""
     if root is not None:
         validate_path(root)
     # A NULL root means the whole tree; the planner drops the always-true branch.
-    connection = await driver_connection(session)
     cursor = await connection.execute(
         LIST_TREE_SQL,
         {

@@ -50,3 +50,67 @@ async def test_an_idle_live_connection_is_kept(database_url):
     first = await _backend_pids(1)
     assert await _backend_pids(1) == first
     await db.dispose_engine()
+
+
+async def _statement_pid() -> int:
+    async with db.statement_connection() as connection:
+        return (await (await connection.execute("select pg_backend_pid()")).fetchone())[0]
+
+
+async def test_statement_connections_run_each_statement_on_its_own_and_go_back_to_the_pool():
+    await db.dispose_engine()
+    async with db.statement_connection() as connection:
+        pid = (await (await connection.execute("select pg_backend_pid()")).fetchone())[0]
+        # No transaction is left open between statements, even after one fails.
+        assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await connection.execute("select 1 / 0")
+        assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert (await (await connection.execute("select 2")).fetchone())[0] == 2
+    # The same connection serves the next use.
+    assert await _statement_pid() == pid
+    async with db.statement_scope() as session:
+        # Each statement is a transaction of its own: no BEGIN holds them together.
+        xids = [(await session.execute(text("select txid_current()"))).scalar_one() for _ in "ab"]
+        assert xids[0] != xids[1]
+    await db.dispose_engine()
+
+
+async def test_statement_connections_in_use_at_once_are_distinct_and_all_kept_for_reuse():
+    await db.dispose_engine()
+
+    async def two_at_once() -> set[int]:
+        async with db.statement_connection() as first, db.statement_connection() as second:
+            assert first is not second
+            return {
+                (await (await connection.execute("select pg_backend_pid()")).fetchone())[0]
+                for connection in (first, second)
+            }
+
+    pids = await two_at_once()
+    assert len(pids) == 2
+    assert await two_at_once() == pids
+    await db.dispose_engine()
+
+
+async def test_a_statement_connection_left_inside_a_transaction_is_not_handed_out_again():
+    await db.dispose_engine()
+    async with db.statement_connection() as connection:
+        pid = (await (await connection.execute("select pg_backend_pid()")).fetchone())[0]
+        await connection.execute("begin")
+        await connection.execute("create temporary table left_open (id int)")
+    async with db.statement_connection() as connection:
+        assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert (await (await connection.execute("select pg_backend_pid()")).fetchone())[0] != pid
+    await db.dispose_engine()
+
+
+async def test_a_statement_connection_ended_by_the_server_is_replaced(database_url):
+    await db.dispose_engine()
+    pid = await _statement_pid()
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        assert admin.execute("select pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0]
+    replacement = await _statement_pid()
+    assert replacement != pid
+    assert await _statement_pid() == replacement
+    await db.dispose_engine()
