@@ -18,10 +18,10 @@
 2. For the big user and a typical small user, runs --queries queries (varied, some
    misspelt, some quoted) through the app's service functions (real async sessions from
    carmenta.db, the same code the app runs) and, in the same run and alternating, the
-   same SQL statements sent bare with psycopg (in a transaction where the service uses
-   one; a tree listing is one statement without). Hybrid search is called as the chat
-   calls it (semantic search alongside, on a second connection); its bare side does
-   the same on two psycopg connections. Prints p50/p95/p99 and the service's
+   same SQL statements sent bare with psycopg (each search is one statement outside a
+   transaction, on connections given the app's connection settings). Hybrid search is
+   called as the chat calls it (semantic search alongside, on a second connection);
+   its bare side does the same on two psycopg connections. Prints p50/p95/p99 and the service's
    overhead next to the targets.
 3. Ingestion: documents per second through create_document, one transaction each,
    without and with embeddings (the real local model embedding every chunk).
@@ -534,10 +534,8 @@ async def measure(
     await db.dispose_engine()
 
     corpus = Corpus(seed=99)
-    threshold_sql = bare_sql(search_module._TRIGRAM_THRESHOLD_SQL)
     search_sql = bare_sql(search_module._SEARCH_SQL)
     semantic_sql = bare_sql(semantic_module._SEMANTIC_SQL)
-    hnsw_sql = bare_sql(semantic_module._HNSW_SCAN_SQL)
     list_sql = service_module.LIST_TREE_SQL
 
     async def one_user(label: str, owner: uuid.UUID, topics: list[int]) -> None:
@@ -562,7 +560,6 @@ async def measure(
 
         def semantic_statements(vector: np.ndarray) -> list[tuple[str, dict]]:
             return [
-                (hnsw_sql, {}),
                 (
                     semantic_sql,
                     {
@@ -587,25 +584,22 @@ async def measure(
                 "candidates": MAX_RANKED_CANDIDATES,
             }
 
+        # The search box and the chat search outside a transaction (each search is one
+        # statement; the settings it relies on are the connection's). The bare side
+        # sends the same statement from a plain psycopg connection with the same
+        # settings: no pool, ORM or dataclasses.
         async def fts_service(text: str) -> int:
-            async with db.session_scope() as session:
+            async with db.statement_scope() as session:
                 return len(await search_documents(session=session, owner_id=owner, query=text))
 
-        # The bare side sends the service's statements in one transaction, as the
-        # service does, from a plain psycopg connection: no pool, ORM or dataclasses.
-        async def bare_search(text: str) -> int:
-            await bare.execute(threshold_sql, {"threshold": TITLE_SIMILARITY_THRESHOLD})
+        async def fts_bare(text: str) -> int:
             cursor = await bare.execute(search_sql, search_params(text, 20))
             return len(await cursor.fetchall())
-
-        async def fts_bare(text: str) -> int:
-            async with bare.transaction():
-                return await bare_search(text)
 
         # As the app's chat and research call it: the query is embedded while the
         # full-text search runs, the semantic search runs alongside on a second connection.
         async def hybrid_service(text: str) -> int:
-            async with db.session_scope() as session:
+            async with db.statement_scope() as session:
                 hits = await hybrid_search(
                     session=session, owner_id=owner, query=text, embedder=embedder, parallel=True
                 )
@@ -613,17 +607,12 @@ async def measure(
 
         async def bare_semantic(text: str) -> int:
             vector = (await embedder.embed_async([text]))[0]
-            async with second.transaction():
-                for statement, params in semantic_statements(vector):
-                    cursor = await second.execute(statement, params)
-                return len(await cursor.fetchall())
+            for statement, params in semantic_statements(vector):
+                cursor = await second.execute(statement, params)
+            return len(await cursor.fetchall())
 
         async def hybrid_bare(text: str) -> int:
-            async def text_side() -> int:
-                async with bare.transaction():
-                    return await bare_search(text)
-
-            _, semantic_rows = await asyncio.gather(text_side(), bare_semantic(text))
+            _, semantic_rows = await asyncio.gather(fts_bare(text), bare_semantic(text))
             return semantic_rows
 
         # The Knowledge page lists a tree in one statement outside a transaction
@@ -640,7 +629,6 @@ async def measure(
 
         if explain:
             async with bare.transaction():
-                await bare.execute(threshold_sql, {"threshold": TITLE_SIMILARITY_THRESHOLD})
                 for text, _ in cleaned[:3]:
                     await _explain(bare, search_sql, search_params(text, 20), f"full-text {text!r}")
                 for statement, params in semantic_statements(vectors[0]):
@@ -685,6 +673,10 @@ async def measure(
         model.load()
     bare = await psycopg.AsyncConnection.connect(dataset.url, autocommit=True)
     second = await psycopg.AsyncConnection.connect(dataset.url, autocommit=True)
+    settings = db.connection_settings_statement()
+    assert settings is not None
+    for connection in (bare, second):
+        await connection.execute(*settings)
     try:
         for label, owner, topics in (
             ("big user", dataset.big_user, list(range(len(TOPIC_NAMES)))),

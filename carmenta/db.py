@@ -85,8 +85,14 @@ def _create_engine(**kwargs: Any) -> AsyncEngine:
         pool_use_lifo=True,
         **kwargs,
     )
-    event.listen(engine.sync_engine, "checkout", _refuse_dead_connection)
+    prepare_engine(engine)
     return engine
+
+
+def prepare_engine(engine: AsyncEngine) -> None:
+    """What every engine of the app's does at checkout: refuse dead connections, and
+    give each the settings registered with `set_on_every_connection`."""
+    event.listen(engine.sync_engine, "checkout", _on_checkout)
 
 
 def get_async_engine() -> AsyncEngine:
@@ -97,6 +103,14 @@ def get_async_engine() -> AsyncEngine:
             _async_engine, class_=AsyncSession, expire_on_commit=False
         )
     return _async_engine
+
+
+def statement_engine_for(engine: AsyncEngine) -> AsyncEngine:
+    """The engine whose connections run each statement on its own, for reads made
+    alongside a session on `engine`: the app's autocommit pool for the app's engine."""
+    if engine is _async_engine or engine is _autocommit_engine:
+        return _get_autocommit_engine()
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _get_autocommit_engine() -> AsyncEngine:
@@ -134,13 +148,51 @@ def looks_alive(driver_connection: Any) -> bool:
     return not readable
 
 
-def _refuse_dead_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    # The pool drops this connection and hands out (or opens) another.
+# Server settings every connection has before it is used, registered by the modules
+# whose statements rely on them: those statements then need no transaction around
+# them to set them locally (a BEGIN, a `set_config` and a COMMIT fewer per use).
+_connection_settings: dict[str, str] = {}
+
+
+def set_on_every_connection(name: str, value: str) -> None:
+    """Give every connection this server setting (an extension's, say) before its next use."""
+    _connection_settings[name] = value
+
+
+def connection_settings_statement() -> tuple[str, list[str]] | None:
+    """The statement that applies the registered settings, with its parameters."""
+    if not _connection_settings:
+        return None
+    calls = ", ".join("set_config(%s, %s, false)" for _ in _connection_settings)
+    return f"select {calls}", [part for pair in _connection_settings.items() for part in pair]
+
+
+def _has_connection_settings(info: dict[str, Any]) -> bool:
+    return info.get("settings") == _connection_settings
+
+
+def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # Raising DisconnectionError makes the pool drop this connection and hand out (or
+    # open) another.
     driver = dbapi_connection.driver_connection
     if not looks_alive(driver):
         raise exc.DisconnectionError("the database closed this connection")
     if driver.info.transaction_status != _IDLE:
         raise exc.DisconnectionError("this connection was returned inside a transaction")
+    if not _has_connection_settings(record.info):
+        wanted = dict(_connection_settings)
+        statement = connection_settings_statement()
+        if statement is not None:
+            # Outside any transaction, so that no rollback undoes them.
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            try:
+                cursor = dbapi_connection.cursor()
+                cursor.execute(*statement)
+                cursor.close()
+            finally:
+                dbapi_connection.autocommit = autocommit
+        record.info["settings"] = wanted
 
 
 def create_sync_engine(url: str | None = None, **kwargs: Any) -> Engine:
@@ -182,16 +234,23 @@ _spare_statement_connections: list[Any] = []
 SPARE_STATEMENT_CONNECTIONS = 4
 
 
-def _usable(driver: Any) -> bool:
-    return looks_alive(driver) and driver.info.transaction_status == _IDLE
+def _usable(pooled: Any) -> bool:
+    driver = pooled.driver_connection
+    return (
+        looks_alive(driver)
+        and driver.info.transaction_status == _IDLE
+        and _has_connection_settings(pooled.info)
+    )
 
 
 async def _take_spare_statement_connection() -> Any | None:
     while _spare_statement_connections:
         pooled = _spare_statement_connections.pop()
-        if _usable(pooled.driver_connection):
+        if _usable(pooled):
             return pooled
-        await greenlet_spawn(pooled.invalidate)  # closes it; the pool opens another later
+        # Back to the pool, whose checkout drops a dead one or brings its settings up
+        # to date.
+        await greenlet_spawn(pooled.close)
     return None
 
 
@@ -208,9 +267,7 @@ async def statement_connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     try:
         yield pooled.driver_connection
     finally:
-        if len(_spare_statement_connections) < SPARE_STATEMENT_CONNECTIONS and _usable(
-            pooled.driver_connection
-        ):
+        if len(_spare_statement_connections) < SPARE_STATEMENT_CONNECTIONS and _usable(pooled):
             _spare_statement_connections.append(pooled)
         else:
             # Back to the pool, which may close it through the driver: in a greenlet.

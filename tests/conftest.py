@@ -39,9 +39,10 @@ def database_url(postgres_server) -> Iterator[str]:
 async def async_engine(database_url: str):
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from carmenta.db import sqlalchemy_url
+    from carmenta.db import prepare_engine, sqlalchemy_url
 
     engine = create_async_engine(sqlalchemy_url(database_url))
+    prepare_engine(engine)  # the app's connection settings, as its own engines have them
     yield engine
     await engine.dispose()
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from carmenta import db
 from carmenta.chat.llm.types import ChatTurn, ImageInput, ModelCredentials, ModelOption
 from carmenta.conversations import service as conversations
 from carmenta.conversations.models import MessageRole, MessageStatus
@@ -555,12 +556,12 @@ async def find_sources(
         )
         return FoundSources(profile=profile, memories=memories, documents=documents)
 
-    bind = semantic.engine_of(session)
+    # Plain reads, each on its own (the searches too: each is one statement), so no
+    # BEGIN and COMMIT around them.
+    reads = db.statement_engine_for(semantic.engine_of(session))
     embedded: asyncio.Future[QueryVectors] = asyncio.get_running_loop().create_future()
 
     async def profile_and_memories() -> tuple[list, list]:
-        # Plain reads, each on its own: no BEGIN and COMMIT around them.
-        reads = bind.execution_options(isolation_level="AUTOCOMMIT")
         async with AsyncSession(bind=reads, expire_on_commit=False) as own:
             vectors = QueryVectors(memories=False, chunks=False)
             if asked:
@@ -575,7 +576,7 @@ async def find_sources(
     async def documents() -> list[knowledge.DocumentView]:
         if not asked:
             return []
-        async with AsyncSession(bind=bind, expire_on_commit=False) as own:
+        async with AsyncSession(bind=reads, expire_on_commit=False) as own:
             # The connection is checked out while the other side embeds the query.
             await own.connection()
             vectors = await embedded

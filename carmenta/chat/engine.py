@@ -669,8 +669,9 @@ class ChatEngine:
 
     async def _plan(self, live: LiveReply, *, user_name: str | None) -> _Planned:
         """The reply's context, and the tools offered to its model."""
-        # Usually no file is still being read: then one session checks and plans.
-        async with session_scope() as session:
+        # Usually no file is still being read: then one session checks and plans. A
+        # plan only reads, each read on its own: no BEGIN and COMMIT around them.
+        async with statement_scope() as session:
             if not await attachments_still_processing(
                 session=session, owner_id=live.owner_id, conversation_id=live.conversation_id
             ):
@@ -679,7 +680,7 @@ class ChatEngine:
                 )
         await self._await_attachments(live)
         live.details.pop("preparing", None)
-        async with session_scope() as session:
+        async with statement_scope() as session:
             return await self._plan_in(
                 session, live.owner_id, live.conversation_id, user_name=user_name
             )
@@ -694,7 +695,7 @@ class ChatEngine:
     ) -> _Planned | None:
         """The plan for a message being stored; None when one of its files is still
         being read (the reply then waits for it and plans again)."""
-        async with session_scope() as session:
+        async with statement_scope() as session:
             planned = await self._plan_in(
                 session, owner_id, conversation_id, user_name=user_name, pending=pending
             )

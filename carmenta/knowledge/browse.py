@@ -154,7 +154,8 @@ async def delete(*, owner_id: uuid.UUID, document_id: str) -> int:
 
 
 async def search(*, owner_id: uuid.UUID, query: str) -> list[SearchResult]:
-    async with db.session_scope() as session:
+    # One statement: no transaction around it.
+    async with db.statement_scope() as session:
         hits = await search_service.search_documents(
             session=session, owner_id=owner_id, query=query, limit=SEARCH_LIMIT
         )

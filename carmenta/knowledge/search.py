@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from carmenta import db
 from carmenta.knowledge.paths import InvalidPath, validate_path
 
 MAX_QUERY_CHARS = 500
@@ -47,9 +48,9 @@ def clean_query(query: str) -> str:
     return " ".join(text_.split())[:MAX_QUERY_CHARS]
 
 
-_TRIGRAM_THRESHOLD_SQL = text(
-    "select set_config('pg_trgm.word_similarity_threshold', cast(:threshold as text), true)"
-)
+# `<%` admits what scores at least this, on every connection; the strict threshold is
+# applied in the statement.
+db.set_on_every_connection("pg_trgm.word_similarity_threshold", str(TITLE_SIMILARITY_THRESHOLD))
 
 _SEARCH_SQL = text(
     """
@@ -130,8 +131,6 @@ async def search_documents(
             validate_path(subtree)
         except InvalidPath:
             return []
-    # `<%` admits what scores at least the setting; the strict threshold is applied after.
-    await session.execute(_TRIGRAM_THRESHOLD_SQL, {"threshold": TITLE_SIMILARITY_THRESHOLD})
     result = await session.execute(
         _SEARCH_SQL,
         {

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from carmenta import db
 from carmenta.knowledge.embeddings import Embedder
 from carmenta.knowledge.paths import validate_path
 from carmenta.knowledge.search import SearchHit, clean_query, search_documents
@@ -132,7 +133,7 @@ _SEMANTIC_SQL = text(
 # scanning keeps walking the graph until enough of the owner's chunks are found.
 # Relaxed order is much faster than strict and loses nothing here: candidates are
 # re-sorted below.
-_HNSW_SCAN_SQL = text("select set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+db.set_on_every_connection("hnsw.iterative_scan", "relaxed_order")
 # Chunks read for each document wanted. Several chunks of one document often come
 # together, so some slack is needed; each one more costs graph walking.
 CANDIDATE_CHUNKS_PER_HIT = 2
@@ -159,7 +160,6 @@ async def semantic_search(
     if subtree is not None:
         validate_path(subtree)
     candidates = limit * CANDIDATE_CHUNKS_PER_HIT
-    await session.execute(_HNSW_SCAN_SQL)
     rows = (
         await session.execute(
             _SEMANTIC_SQL,
@@ -228,7 +228,9 @@ async def hybrid_search(
 
     async def semantic_apart() -> list[SemanticHit]:
         vector = await embedding
-        async with AsyncSession(bind=engine_of(session), expire_on_commit=False) as apart:
+        # One statement: no transaction around it.
+        reads = db.statement_engine_for(engine_of(session))
+        async with AsyncSession(bind=reads, expire_on_commit=False) as apart:
             return await semantic_search(
                 session=apart,
                 owner_id=owner_id,

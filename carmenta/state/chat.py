@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import reflex as rx
 
+from carmenta.auth.service import AuthenticatedUser
 from carmenta.chat import research, thread
 from carmenta.chat import service as chat_service
 from carmenta.chat.engine import PreparedReply, ServerStoppingError
@@ -107,6 +108,7 @@ class _Sending:
     chips: list[thread.AttachmentChip]
     conversation_id: str
     prepared: PreparedReply | None = None
+    session_check: asyncio.Task[AuthenticatedUser | None] | None = None
 
     @property
     def attachment_ids(self) -> list[uuid.UUID]:
@@ -317,6 +319,8 @@ class ChatState(SessionState):
             if sending.prepared is not None and not sending.prepared.claimed:
                 # Refused before the engine took it (signed out, say): dropped.
                 sending.prepared.cancel()
+            if sending.session_check is not None and not sending.session_check.done():
+                sending.session_check.cancel()
         if outcome is _FOLLOW:
             async for event in self._follow(uuid.UUID(owner), message_id):
                 yield event
@@ -352,6 +356,8 @@ class ChatState(SessionState):
             id=SENDING_ID, role="assistant", content="", status="streaming"
         )
         sending = _Sending(text=text, chips=chips, conversation_id=self.conversation_id)
+        # Checked while the page draws the message; applied under the next lock.
+        sending.session_check = self.start_session_check()
         # Used by the engine only if the session check names the same person.
         sending.prepared = self._prepare_reply(text, sending.attachment_ids)
         return sending
@@ -375,7 +381,7 @@ class ChatState(SessionState):
 
     async def _send(self, sending: _Sending):
         text, prepared, attachments = sending.text, sending.prepared, sending.attachment_ids
-        user = await self.verified_user()
+        user = await self.verified_user(sending.session_check)
         if user is None:
             return None
         if self.conversation_id != sending.conversation_id:

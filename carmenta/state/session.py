@@ -7,6 +7,7 @@ time it is called, so a revoked session stops working at its next event.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, urlsplit
 
 import reflex as rx
@@ -38,8 +39,19 @@ class SessionState(rx.State):
             return self._clerk_token or cookies.read_cookie(cookie_header, cookies.CLERK_COOKIE)
         return cookies.read_cookie(cookie_header, cookies.session_cookie_name(settings))
 
-    async def verified_user(self) -> auth_service.AuthenticatedUser | None:
-        user = await auth_service.current_user(settings=get_settings(), token=self._session_token())
+    def start_session_check(self) -> asyncio.Task[auth_service.AuthenticatedUser | None]:
+        """The database half of `verified_user`, started now to be passed to it later:
+        the check then runs while the page draws, not after."""
+        return asyncio.create_task(
+            auth_service.current_user(settings=get_settings(), token=self._session_token())
+        )
+
+    async def verified_user(
+        self, started: asyncio.Task[auth_service.AuthenticatedUser | None] | None = None
+    ) -> auth_service.AuthenticatedUser | None:
+        if started is None:
+            started = self.start_session_check()
+        user = await started
         seen = {
             "signed_in": user is not None,
             "user_email": (user.email or "") if user else "",

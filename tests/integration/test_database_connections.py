@@ -8,6 +8,9 @@ from sqlalchemy import text
 
 from carmenta import db
 
+# The searches register the connection settings they rely on when imported.
+from carmenta.knowledge import search, semantic  # noqa: F401
+
 pytestmark = pytest.mark.usefixtures("database_url")
 
 
@@ -113,4 +116,36 @@ async def test_a_statement_connection_ended_by_the_server_is_replaced(database_u
     replacement = await _statement_pid()
     assert replacement != pid
     assert await _statement_pid() == replacement
+    await db.dispose_engine()
+
+
+async def _setting(name: str) -> tuple[str | None, str | None]:
+    """The setting as a session sees it, and as a statement connection does."""
+    query = "select current_setting(%s, true)"
+    async with db.session_scope() as session:
+        connection = await db.driver_connection(session)
+        in_session = (await (await connection.execute(query, (name,))).fetchone())[0]
+    async with db.statement_connection() as connection:
+        alone = (await (await connection.execute(query, (name,))).fetchone())[0]
+    return in_session, alone
+
+
+async def test_every_connection_has_the_settings_the_searches_rely_on():
+    await db.dispose_engine()
+    assert await _setting("pg_trgm.word_similarity_threshold") == ("0.45", "0.45")
+    assert await _setting("hnsw.iterative_scan") == ("relaxed_order", "relaxed_order")
+    # A transaction rolled back on a connection does not take them away.
+    with pytest.raises(RuntimeError):
+        async with db.session_scope() as session:
+            await session.execute(text("select 1"))
+            raise RuntimeError("rolled back")
+    assert await _setting("pg_trgm.word_similarity_threshold") == ("0.45", "0.45")
+    await db.dispose_engine()
+
+
+async def test_a_setting_registered_later_reaches_connections_already_open(monkeypatch):
+    await db.dispose_engine()
+    assert await _setting("carmenta_test.marker") == (None, None)
+    monkeypatch.setitem(db._connection_settings, "carmenta_test.marker", "on")
+    assert await _setting("carmenta_test.marker") == ("on", "on")
     await db.dispose_engine()

@@ -193,7 +193,6 @@ async def _user_in_the_same_part(session, owner: uuid.UUID) -> uuid.UUID:
 
 async def _walks_the_graph(session, owner: uuid.UUID, query) -> bool:
     """Whether the graph's branch of the search ran (the other one is then skipped)."""
-    await session.execute(semantic_module._HNSW_SCAN_SQL)
     plan = (
         await session.execute(
             text("explain (analyze, costs off, timing off) " + semantic_module._SEMANTIC_SQL.text),
