@@ -508,9 +508,15 @@ async def _relevant_documents(
     owner_id: uuid.UUID,
     query: str,
     embedder: Embedder,
-    vectors: QueryVectors,
+    vector: QueryVectors | Awaitable[Any],
     parallel: bool,
 ) -> list[knowledge.DocumentView]:
+    """`vector`: the query's vectors, or the awaitable of its search vector (None when
+    no chunk of the owner's is embedded)."""
+    if isinstance(vector, QueryVectors):
+        query_vector, semantic_side = vector.search, vector.chunks
+    else:
+        query_vector, semantic_side = vector, True
     hits = await semantic.hybrid_search(
         session=session,
         owner_id=owner_id,
@@ -519,8 +525,8 @@ async def _relevant_documents(
         subtree="knowledge",
         limit=MAX_DOCUMENTS,
         parallel=parallel,
-        query_vector=vectors.search,
-        semantic=vectors.chunks,
+        query_vector=query_vector,
+        semantic=semantic_side,
     )
     return await knowledge.get_documents(
         session=session, owner_id=owner_id, document_ids=[hit.id for hit in hits]
@@ -573,14 +579,20 @@ async def find_sources(
             memories = await _recalled(own, owner_id, query, embedder, vectors) if asked else []
             return profile, memories
 
+    async def search_vector() -> Any:
+        # Shielded: cancelling the search must not cancel what the other side sets.
+        vectors = await asyncio.shield(embedded)
+        return vectors.search if vectors.chunks else None
+
     async def documents() -> list[knowledge.DocumentView]:
         if not asked:
             return []
         async with AsyncSession(bind=reads, expire_on_commit=False) as own:
-            # The connection is checked out while the other side embeds the query.
-            await own.connection()
-            vectors = await embedded
-            return await _relevant_documents(own, owner_id, query, embedder, vectors, parallel=True)
+            # The full-text search starts at once; the semantic side waits for the
+            # vector the other side finds or makes.
+            return await _relevant_documents(
+                own, owner_id, query, embedder, search_vector(), parallel=True
+            )
 
     # A failure on one side cancels the other: nothing is left running unawaited.
     async with asyncio.TaskGroup() as group:

@@ -372,18 +372,36 @@ async def get_thread(
     *, session: AsyncSession, owner_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> tuple[ConversationView, list[MessageView]]:
     """The conversation and its messages in order (its owner's only)."""
-    conversation = _conversation(await _owned(session, owner_id, conversation_id))
+    # One statement (a reply's plan starts with it): the conversation's columns repeat
+    # on each message's row, and come alone (message columns NULL) when it has none.
     rows = (
-        await session.execute(
-            text(
-                f"select {_MESSAGE_COLUMNS} from messages"
-                " where conversation_id = :conversation and owner_id = :owner"
-                " order by created_at, id"
-            ),
-            {"conversation": conversation_id, "owner": owner_id},
-        )
+        await session.execute(_THREAD_SQL, {"conversation": conversation_id, "owner": owner_id})
     ).all()
-    return conversation, [_message(row) for row in rows]
+    if not rows:
+        raise ConversationNotFound()
+    first = rows[0]
+    conversation = ConversationView(
+        id=first.c_id,
+        title=first.c_title,
+        model=first.c_model,
+        starred=first.c_starred,
+        archived=first.c_archived,
+        created_at=first.c_created_at,
+        last_activity_at=first.c_last_activity_at,
+    )
+    return conversation, [_message(row) for row in rows if row.id is not None]
+
+
+_THREAD_SQL = text(
+    "select c.id as c_id, c.title as c_title, c.model as c_model, c.starred as c_starred,"
+    " c.archived_at is not null as c_archived, c.created_at as c_created_at,"
+    " c.last_activity_at as c_last_activity_at, "
+    + ", ".join("m." + column.strip() for column in _MESSAGE_COLUMNS.split(","))
+    + " from conversations c"
+    " left join messages m on m.conversation_id = c.id and m.owner_id = c.owner_id"
+    " where c.id = :conversation and c.owner_id = :owner"
+    " order by m.created_at, m.id"
+)
 
 
 async def get_message(

@@ -7,7 +7,9 @@ request waits; only the short query is embedded at search time.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -205,29 +207,38 @@ async def hybrid_search(
     subtree: str | None = None,
     limit: int = 10,
     parallel: bool = False,
-    query_vector: np.ndarray | None = None,
+    query_vector: np.ndarray | Awaitable[np.ndarray | None] | None = None,
     semantic: bool = True,
 ) -> list[HybridHit]:
     """Full-text and semantic results merged by reciprocal rank fusion.
 
     The query is embedded while the full-text search runs, unless the caller passes
-    `query_vector` (the cleaned query, embedded for another use too). `semantic=False`
-    when the caller knows none of the owner's chunks is embedded: nothing could be found.
+    `query_vector` (the cleaned query, embedded for another use too). It may be still
+    on its way (an awaitable): the full-text search does not wait for it, and a None
+    from it skips the semantic side. `semantic=False` when the caller knows none of
+    the owner's chunks is embedded: nothing could be found.
     With `parallel` the semantic search also runs meanwhile, on a second connection from
     the session's engine; that connection sees committed rows only, so pass it only when
     the caller's transaction has written no documents or chunks of its own.
     """
     cleaned = clean_query(query)
-    if not cleaned:
-        return []
+    if not cleaned or not semantic:
+        if inspect.iscoroutine(query_vector):
+            query_vector.close()  # not needed: never awaited
+        if not cleaned:
+            return []
 
-    async def embedded() -> np.ndarray:
-        if query_vector is not None:
-            return query_vector
-        return (await embedder.embed_async([cleaned]))[0]
+    async def embedded() -> np.ndarray | None:
+        if query_vector is None:
+            return (await embedder.embed_async([cleaned]))[0]
+        if inspect.isawaitable(query_vector):
+            return await query_vector
+        return query_vector
 
     async def semantic_apart() -> list[SemanticHit]:
         vector = await embedding
+        if vector is None:
+            return []
         # One statement: no transaction around it.
         reads = db.statement_engine_for(engine_of(session))
         async with AsyncSession(bind=reads, expire_on_commit=False) as apart:
@@ -248,11 +259,11 @@ async def hybrid_search(
         )
         if semantic_task is not None:
             semantic_hits = await semantic_task
-        elif embedding is not None:
+        elif embedding is not None and (vector := await embedding) is not None:
             semantic_hits = await semantic_search(
                 session=session,
                 owner_id=owner_id,
-                query_vector=await embedding,
+                query_vector=vector,
                 subtree=subtree,
                 limit=limit * 2,
             )

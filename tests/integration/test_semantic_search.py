@@ -119,6 +119,71 @@ async def test_hybrid_search_fuses_text_and_meaning_for_one_user_only(session):
     )
 
 
+async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session, async_engine):
+    import asyncio
+    import inspect
+
+    from sqlalchemy import event
+
+    owner = await _user(session)
+    garden, car, trip = await _library(session, owner)
+    await _embed_all(session)
+    embedder = get_local_embedder()
+    vector = (await embedder.embed_async(["watering tomatoes"]))[0]
+    direct = await hybrid_search(
+        session=session,
+        owner_id=owner,
+        query="watering tomatoes",
+        embedder=embedder,
+        query_vector=vector,
+    )
+    text_searched = asyncio.Event()
+
+    def saw_statement(conn, cursor, statement, parameters, context, executemany):
+        if "websearch_to_tsquery" in statement:
+            text_searched.set()
+
+    async def vector_after_the_text_search():
+        # Had the full-text search waited for the vector, this would time out.
+        await asyncio.wait_for(text_searched.wait(), timeout=5)
+        return vector
+
+    async def no_vector():
+        return None
+
+    event.listen(async_engine.sync_engine, "before_cursor_execute", saw_statement)
+    try:
+        arriving = await hybrid_search(
+            session=session,
+            owner_id=owner,
+            query="watering tomatoes",
+            embedder=embedder,
+            query_vector=vector_after_the_text_search(),
+        )
+    finally:
+        event.remove(async_engine.sync_engine, "before_cursor_execute", saw_statement)
+    assert arriving == direct
+    assert set(arriving[0].found_by) == {"text", "semantic"}
+    # None from it: nothing of the owner's is embedded to compare with.
+    text_only = await hybrid_search(
+        session=session,
+        owner_id=owner,
+        query="watering tomatoes",
+        embedder=embedder,
+        query_vector=no_vector(),
+    )
+    assert text_only and all(hit.found_by == ("text",) for hit in text_only)
+    # An empty query needs no vector: the one on its way is closed, never left pending.
+    unused = no_vector()
+    assert (
+        await hybrid_search(
+            session=session, owner_id=owner, query="  ", embedder=embedder, query_vector=unused
+        )
+        == []
+    )
+    assert inspect.getcoroutinestate(unused) == inspect.CORO_CLOSED
+
+
 async def test_hybrid_search_in_parallel_finds_what_it_finds_in_sequence(async_engine):
     # The parallel side reads on a second connection, so the library is committed.
     from sqlmodel.ext.asyncio.session import AsyncSession
