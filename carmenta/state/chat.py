@@ -307,10 +307,29 @@ class ChatState(SessionState):
         once (its own frame, drawn while the server works); the state is then held
         while the message is stored, as an ordinary event would hold it.
         """
-        async with self:
-            sending = await self._show_sending(form)
+        # Before the state's lock, from what the page held when the event was sent: the
+        # session check and the reply's reads start at once. `_show_sending` decides
+        # under the lock whether the message goes; the engine uses the reads only for the
+        # same person, conversation and message.
+        early_check = self.start_session_check()
+        early_plan = None
+        if not (self.streaming_id or self.sending):
+            chips = [chip for chip in self.pending_attachments if chip.id]
+            early_plan = self._prepare_reply(
+                self._message_in(form), [uuid.UUID(chip.id) for chip in chips]
+            )
+        sending = None
+        try:
+            async with self:
+                sending = await self._show_sending(form)
+        finally:
+            if sending is None:  # refused, or the handler was cancelled
+                early_check.cancel()
+                if early_plan is not None:
+                    early_plan.cancel()
         if sending is None:
             return
+        sending.session_check, sending.prepared = early_check, early_plan
         try:
             async with self:
                 outcome = await self._send_now(sending)
@@ -331,7 +350,7 @@ class ChatState(SessionState):
     async def _show_sending(self, form: dict | None) -> _Sending | None:
         """The message on screen at once, as sent, while it is checked and stored: the
         page draws it meanwhile, and is free for the first words when they come."""
-        text = str((form or {}).get("message", self.draft) or "")
+        text = self._message_in(form)
         if self.streaming_id or self.sending:
             self.error = "Wait for the reply to finish, or stop it first."
             return None
@@ -355,12 +374,10 @@ class ChatState(SessionState):
         live.reply = thread.ThreadMessage(
             id=SENDING_ID, role="assistant", content="", status="streaming"
         )
-        sending = _Sending(text=text, chips=chips, conversation_id=self.conversation_id)
-        # Checked while the page draws the message; applied under the next lock.
-        sending.session_check = self.start_session_check()
-        # Used by the engine only if the session check names the same person.
-        sending.prepared = self._prepare_reply(text, sending.attachment_ids)
-        return sending
+        return _Sending(text=text, chips=chips, conversation_id=self.conversation_id)
+
+    def _message_in(self, form: dict | None) -> str:
+        return str((form or {}).get("message", self.draft) or "")
 
     async def _send_now(self, sending: _Sending) -> list | object | None:
         """The send under the state's lock: events for the page, or _FOLLOW. Refused,
