@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,9 +50,10 @@ from carmenta.chat.llm.types import (
 from carmenta.chat.titles import title_for
 from carmenta.conversations import service as conversations
 from carmenta.conversations.models import MessageStatus
-from carmenta.db import session_scope, statement_scope
+from carmenta.db import session_scope, statement_engine_for, statement_scope
 from carmenta.errors import CarmentaError
 from carmenta.knowledge.embeddings import Embedder, get_embedder
+from carmenta.knowledge.semantic import engine_of
 from carmenta.observability import metrics
 from carmenta.settings import Settings, get_settings
 
@@ -717,34 +718,51 @@ class ChatEngine:
 
         offered: list[ToolOffer] = []
 
-        async def options_and_tools() -> list[ModelOption]:
-            # Both are read on this session while the sources are found on others, so
-            # the tools cost nothing on the way to the first token; they are offered
-            # only if the chosen model takes them.
-            options = await self._models.options(session=session, owner_id=owner_id)
+        async def options_and_tools(on: AsyncSession) -> list[ModelOption]:
+            # Both are read while the sources are found on other connections, so the
+            # tools cost nothing on the way to the first token; they are offered only
+            # if the chosen model takes them.
+            options = await self._models.options(session=on, owner_id=owner_id)
             if self._tools is not None:
-                offered.extend(await self._tools.offers(session=session, owner_id=owner_id))
+                offered.extend(await self._tools.offers(session=on, owner_id=owner_id))
             return options
 
-        # This session writes nothing: the sources may be read on connections of their
-        # own, at the same time. A plan doing so holds this connection while it waits
-        # for those: with many at once they could take the whole pool and wait on each
-        # other, so past PARALLEL_PLANS the others read one after another on this one.
+        async def options_and_tools_apart() -> list[ModelOption]:
+            reads = statement_engine_for(engine_of(session))
+            async with AsyncSession(bind=reads, expire_on_commit=False) as own:
+                return await options_and_tools(own)
+
+        # This session writes nothing: the sources, and the models and tools on offer,
+        # may be read on connections of their own, at the same time as the thread. A
+        # plan doing so holds this connection while it waits for those: with many at
+        # once they could take the whole pool and wait on each other, so past
+        # PARALLEL_PLANS the others read one after another on this one.
         parallel = not self._parallel_plans.locked()
         async with self._parallel_plans if parallel else contextlib.nullcontext():
-            plan = await plan_reply(
-                session=session,
-                settings=self.settings,
-                owner_id=owner_id,
-                conversation_id=conversation_id,
-                embedder=self.embedder,
+            options: Awaitable[list[ModelOption]] = (
+                asyncio.create_task(options_and_tools_apart())
+                if parallel
                 # Read after the conversation, once the sources are being found alongside.
-                options=options_and_tools(),
-                credentials_for=credentials_for,
-                user_name=user_name,
-                parallel_search=parallel,
-                pending=pending,
+                else options_and_tools(session)
             )
+            try:
+                plan = await plan_reply(
+                    session=session,
+                    settings=self.settings,
+                    owner_id=owner_id,
+                    conversation_id=conversation_id,
+                    embedder=self.embedder,
+                    options=options,
+                    credentials_for=credentials_for,
+                    user_name=user_name,
+                    parallel_search=parallel,
+                    pending=pending,
+                )
+            finally:
+                if isinstance(options, asyncio.Task) and not options.done():
+                    # The plan failed before it needed them: nothing is left running.
+                    options.cancel()
+                    await asyncio.gather(options, return_exceptions=True)
         offers = offered if plan.option is not None and plan.option.tools else []
         return plan, offers
 

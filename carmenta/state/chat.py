@@ -311,13 +311,14 @@ class ChatState(SessionState):
         # session check and the reply's reads start at once. `_show_sending` decides
         # under the lock whether the message goes; the engine uses the reads only for the
         # same person, conversation and message.
-        early_check = self.start_session_check()
+        # The reads first: they take longest, and a task starts in the order it was made.
         early_plan = None
         if not (self.streaming_id or self.sending):
             chips = [chip for chip in self.pending_attachments if chip.id]
             early_plan = self._prepare_reply(
                 self._message_in(form), [uuid.UUID(chip.id) for chip in chips]
             )
+        early_check = self.start_session_check()
         sending = None
         try:
             async with self:
