@@ -125,8 +125,10 @@ def _get_autocommit_engine() -> AsyncEngine:
         _autocommit_engine = _create_engine(
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,
-            pool_size=5,
-            max_overflow=15,
+            # A reply's plan alone reads on up to six connections at once: as many
+            # stay open, so that a send does not wait for a new server process.
+            pool_size=10,
+            max_overflow=10,
         )
     return _autocommit_engine
 
