@@ -239,51 +239,57 @@ async def recall(
     too; `semantic=False` when the caller knows none of the owner's memories is
     embedded, which saves embedding the query for a search that cannot find anything.
     """
-    current = "owner_id = :owner and superseded_by_id is null"
-    pinned = await session.execute(
-        text(
-            f"select {_COLUMNS} from memories where {current} and pinned order by updated_at desc"
-        ),
-        {"owner": owner_id},
-    )
-    chosen: dict[uuid.UUID, MemoryView] = {row.id: _view(row) for row in pinned}
     words = [word for word in " ".join(query.split()).split(" ") if len(word) > 2][:12]
-    if not words:
-        return list(chosen.values())[:limit]
-    nearest: list = []
+    semantic = semantic and bool(words)
+    vector = None
     if semantic:
         vector = query_vector if query_vector is not None else await _embedded(embedder, query)
-        nearest = list(
-            await session.execute(
-                text(
-                    f"select {_COLUMNS} from memories where {current}"
-                    " and embedding is not null"
-                    " order by embedding <=> cast(:vector as vector) limit :limit"
-                ),
-                {"owner": owner_id, "vector": _vector(vector), "limit": limit * 2},
-            )
-        )
-    keyword = await session.execute(
-        text(
-            f"select {_COLUMNS} from memories where {current}"
-            " and content ilike any(cast(:patterns as text[]))"
-            " order by updated_at desc limit :limit"
-        ),
+    rows = await session.execute(
+        _RECALL_SQL,
         {
             "owner": owner_id,
+            "semantic": semantic,
+            "vector": _vector(vector) if vector is not None else None,
             "limit": limit * 2,
             "patterns": [f"%{word.replace('%', '').replace('_', '')}%" for word in words],
         },
     )
+    found: dict[int, list] = {PINNED: [], NEAREST: [], BY_WORDS: []}
+    for row in rows:
+        found[row.found_by].append(row)
+    chosen: dict[uuid.UUID, MemoryView] = {row.id: _view(row) for row in found[PINNED]}
     scores: dict[uuid.UUID, float] = {}
     views: dict[uuid.UUID, MemoryView] = {}
-    for ranked in (nearest, list(keyword)):
+    for ranked in (found[NEAREST], found[BY_WORDS]):
         for rank, row in enumerate(ranked):
             scores[row.id] = scores.get(row.id, 0.0) + 1.0 / (RRF_K + rank + 1)
             views[row.id] = _view(row)
     for memory_id in sorted(scores, key=scores.get, reverse=True):
         chosen.setdefault(memory_id, views[memory_id])
     return list(chosen.values())[:limit]
+
+
+PINNED, NEAREST, BY_WORDS = 0, 1, 2
+_CURRENT = "owner_id = :owner and superseded_by_id is null"
+# The three lists of `recall` in one statement, each in its own order (`position`).
+_RECALL_SQL = text(
+    f"""
+    (select {PINNED} as found_by,
+            row_number() over (order by updated_at desc) as position, {_COLUMNS}
+       from memories where {_CURRENT} and pinned)
+    union all
+    (select {NEAREST}, row_number() over (order by embedding <=> cast(:vector as vector)),
+            {_COLUMNS}
+       from memories where {_CURRENT} and :semantic and embedding is not null
+      order by embedding <=> cast(:vector as vector) limit :limit)
+    union all
+    (select {BY_WORDS}, row_number() over (order by updated_at desc), {_COLUMNS}
+       from memories where {_CURRENT}
+        and content ilike any(cast(:patterns as text[]))
+      order by updated_at desc limit :limit)
+    order by found_by, position
+    """
+)
 
 
 async def _embedded(embedder: Embedder, query: str) -> np.ndarray:

@@ -166,3 +166,33 @@ async def test_edit_pin_and_delete_only_touch_the_owners_memory(session):
         )
     assert await memory_service.delete_memory(session=session, owner_id=owner, memory_id=memory.id)
     assert await memory_service.list_memories(session=session, owner_id=owner) == []
+
+
+async def test_recall_without_meaning_or_words_still_gives_pinned_and_keyword_matches(session):
+    owner = await _user(session)
+    embedder = get_local_embedder()
+    bike, _ = await memory_service.remember(
+        session=session,
+        owner_id=owner,
+        embedder=embedder,
+        proposal=ProposedMemory("The user rides a red bicycle to work", "fact"),
+    )
+    pinned, _ = await memory_service.remember(
+        session=session,
+        owner_id=owner,
+        embedder=embedder,
+        proposal=ProposedMemory("Keep answers short", "instruction"),
+    )
+    await memory_service.set_pinned(
+        session=session, owner_id=owner, memory_id=pinned.id, pinned=True
+    )
+    # No word long enough to look for: the pinned memory alone.
+    short = await memory_service.recall(
+        session=session, owner_id=owner, query="hi", embedder=embedder
+    )
+    assert [memory.id for memory in short] == [pinned.id]
+    # Without the semantic side (nothing embedded, the caller knows), words still match.
+    by_words = await memory_service.recall(
+        session=session, owner_id=owner, query="my bicycle", embedder=embedder, semantic=False
+    )
+    assert [memory.id for memory in by_words] == [pinned.id, bike.id]
