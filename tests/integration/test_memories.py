@@ -24,6 +24,20 @@ async def _user(session) -> uuid.UUID:
     return user_id
 
 
+async def _remember(session, owner, content: str, kind: str, *, pinned: bool = False):
+    memory, _ = await memory_service.remember(
+        session=session,
+        owner_id=owner,
+        embedder=get_local_embedder(),
+        proposal=ProposedMemory(content, kind),
+    )
+    if pinned:
+        await memory_service.set_pinned(
+            session=session, owner_id=owner, memory_id=memory.id, pinned=True
+        )
+    return memory
+
+
 def test_only_explicit_requests_become_memories():
     found = extract_explicit(
         "Hi! My name is Ada Lovelace. Please remember that my dentist is on Friday. "
@@ -84,33 +98,12 @@ async def test_a_contradiction_replaces_and_keeps_the_history(session):
 async def test_recall_returns_pinned_and_relevant_memories_of_one_user(session):
     owner, stranger = await _user(session), await _user(session)
     embedder = get_local_embedder()
-    tea, _ = await memory_service.remember(
-        session=session,
-        owner_id=owner,
-        embedder=embedder,
-        proposal=ProposedMemory("The user prefers green tea", "preference"),
+    tea = await _remember(session, owner, "The user prefers green tea", "preference")
+    pinned = await _remember(
+        session, owner, "Always answer in British English", "instruction", pinned=True
     )
-    pinned, _ = await memory_service.remember(
-        session=session,
-        owner_id=owner,
-        embedder=embedder,
-        proposal=ProposedMemory("Always answer in British English", "instruction"),
-    )
-    await memory_service.set_pinned(
-        session=session, owner_id=owner, memory_id=pinned.id, pinned=True
-    )
-    await memory_service.remember(
-        session=session,
-        owner_id=owner,
-        embedder=embedder,
-        proposal=ProposedMemory("The user's car is a blue hatchback", "fact"),
-    )
-    await memory_service.remember(
-        session=session,
-        owner_id=stranger,
-        embedder=embedder,
-        proposal=ProposedMemory("The stranger prefers tea with milk", "preference"),
-    )
+    await _remember(session, owner, "The user's car is a blue hatchback", "fact")
+    await _remember(session, stranger, "The stranger prefers tea with milk", "preference")
     recalled = await memory_service.recall(
         session=session,
         owner_id=owner,
@@ -171,21 +164,8 @@ async def test_edit_pin_and_delete_only_touch_the_owners_memory(session):
 async def test_recall_without_meaning_or_words_still_gives_pinned_and_keyword_matches(session):
     owner = await _user(session)
     embedder = get_local_embedder()
-    bike, _ = await memory_service.remember(
-        session=session,
-        owner_id=owner,
-        embedder=embedder,
-        proposal=ProposedMemory("The user rides a red bicycle to work", "fact"),
-    )
-    pinned, _ = await memory_service.remember(
-        session=session,
-        owner_id=owner,
-        embedder=embedder,
-        proposal=ProposedMemory("Keep answers short", "instruction"),
-    )
-    await memory_service.set_pinned(
-        session=session, owner_id=owner, memory_id=pinned.id, pinned=True
-    )
+    bike = await _remember(session, owner, "The user rides a red bicycle to work", "fact")
+    pinned = await _remember(session, owner, "Keep answers short", "instruction", pinned=True)
     # No word long enough to look for: the pinned memory alone.
     short = await memory_service.recall(
         session=session, owner_id=owner, query="hi", embedder=embedder

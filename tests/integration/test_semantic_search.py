@@ -121,6 +121,7 @@ async def test_hybrid_search_fuses_text_and_meaning_for_one_user_only(session):
 
 async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session, async_engine):
     import asyncio
+    import functools
     import inspect
 
     from sqlalchemy import event
@@ -130,13 +131,10 @@ async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session
     await _embed_all(session)
     embedder = get_local_embedder()
     vector = (await embedder.embed_async(["watering tomatoes"]))[0]
-    direct = await hybrid_search(
-        session=session,
-        owner_id=owner,
-        query="watering tomatoes",
-        embedder=embedder,
-        query_vector=vector,
+    search = functools.partial(
+        hybrid_search, session=session, owner_id=owner, query="watering tomatoes", embedder=embedder
     )
+    direct = await search(query_vector=vector)
     text_searched = asyncio.Event()
 
     def saw_statement(conn, cursor, statement, parameters, context, executemany):
@@ -153,25 +151,13 @@ async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session
 
     event.listen(async_engine.sync_engine, "before_cursor_execute", saw_statement)
     try:
-        arriving = await hybrid_search(
-            session=session,
-            owner_id=owner,
-            query="watering tomatoes",
-            embedder=embedder,
-            query_vector=vector_after_the_text_search(),
-        )
+        arriving = await search(query_vector=vector_after_the_text_search())
     finally:
         event.remove(async_engine.sync_engine, "before_cursor_execute", saw_statement)
     assert arriving == direct
     assert set(arriving[0].found_by) == {"text", "semantic"}
     # None from it: nothing of the owner's is embedded to compare with.
-    text_only = await hybrid_search(
-        session=session,
-        owner_id=owner,
-        query="watering tomatoes",
-        embedder=embedder,
-        query_vector=no_vector(),
-    )
+    text_only = await search(query_vector=no_vector())
     assert text_only and all(hit.found_by == ("text",) for hit in text_only)
     # An empty query needs no vector: the one on its way is closed, never left pending.
     unused = no_vector()
