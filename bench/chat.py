@@ -29,7 +29,8 @@ every figure: run it on a quiet machine for numbers to compare.
 Usage: .venv/bin/python bench/chat.py [--sends 40] [--warmups 3] [--documents 20]
        [--conversations 50]
        [--reply-words 300] [--word-delay 0.01] [--skip-latency] [--skip-concurrency]
-       [--verbose (each send's timeline)] [--app-log PATH (keep the app's output)]
+       [--verbose (each send's timeline, and when its frames came off the network)]
+       [--app-log PATH (keep the app's output)]
 Port: CHAT_BENCH_PORT (default 3947, or a free one); the interface build is reused
 while the port and the code stay the same. Uses DATABASE_URL's server when set (a new
 database on it), else the embedded PostgreSQL the tests use.
@@ -345,6 +346,19 @@ def measure_latency(
         context.add_init_script(WATCH_FRAMES)
         page = context.new_page()
         page.set_default_timeout(60_000)
+        network_frames: list[tuple[float, int]] = []
+        if verbose:
+            # When each frame came off the network, before the page's thread saw it:
+            # Chromium stamps them on the monotonic clock this process reads too.
+            devtools = context.new_cdp_session(page)
+            devtools.send("Network.enable")
+            monotonic_to_epoch = time.time() - time.monotonic()
+            devtools.on(
+                "Network.webSocketFrameReceived",
+                lambda event: network_frames.append(
+                    (event["timestamp"] + monotonic_to_epoch, len(event["response"]["payloadData"]))
+                ),
+            )
         expect.set_options(timeout=60_000)
         email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
         SignUpPage(page).open().sign_up(email=email, password=secrets.token_urlsafe(16), name="Ada")
@@ -409,6 +423,12 @@ def measure_latency(
                     for at, size in seen.get("frames") or []
                 )
                 print(f"    frames at the page after the keypress: {frames}")
+                arrived = ", ".join(
+                    f"+{(at - keydown) * 1000:.1f} ms ({size} chars)"
+                    for at, size in network_frames
+                    if keydown <= at <= first_token + 0.001
+                )
+                print(f"    the same frames off the network: {arrived}")
         context.close()
         browser.close()
     return samples
