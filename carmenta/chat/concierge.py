@@ -763,16 +763,21 @@ async def plan_reply(
     now: datetime | None = None,
     parallel_search: bool = False,
     pending: PendingMessage | None = None,
+    drafted: asyncio.Task[FoundSources | None] | None = None,
 ) -> ReplyPlan:
     """Assemble the context for answering the conversation's last user message, or
     `pending` (a message being stored meanwhile).
 
     `credentials_for(option)` returns the credentials of a chosen option (it is a
     parameter so the caller decides where keys come from). `options` may be a
-    coroutine on `session`: it is awaited after the conversation is read.
+    coroutine on `session`: it is awaited after the conversation is read. `drafted`
+    holds the sources found for `pending` while it was a draft (None inside: found
+    anew); this plan owns it, and cancels it if it fails first.
     """
-    found_task: asyncio.Task[FoundSources] | None = None
-    if pending is not None and parallel_search:
+    found_task: asyncio.Task[FoundSources | None] | None = None
+    if pending is not None and drafted is not None:
+        found_task = drafted
+    elif pending is not None and parallel_search:
         # The sources depend on the message alone: found while the conversation is read.
         found_task = asyncio.create_task(
             find_sources(
@@ -802,9 +807,8 @@ async def plan_reply(
         )
         if inspect.isawaitable(options):
             options = await options
-        if found_task is not None:
-            found = await found_task
-        else:
+        found = await found_task if found_task is not None else None
+        if found is None:
             found = await find_sources(
                 session=session,
                 owner_id=owner_id,

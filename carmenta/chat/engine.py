@@ -28,9 +28,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta.chat import offline
 from carmenta.chat.concierge import (
+    FoundSources,
     PendingMessage,
     ReplyPlan,
     attachments_still_processing,
+    find_sources,
     plan_reply,
     warm_query,
 )
@@ -65,6 +67,9 @@ FIRST_SAVE_SECONDS = 0.1
 # Plans reading their sources on extra connections at once (each takes up to four from
 # the pool of 30); beyond these, plans read on their one connection.
 PARALLEL_PLANS = 4
+# A draft's sources serve its send only if they were read this recently: a document or
+# memory written meanwhile is missing from the reply's context for at most this long.
+DRAFT_SOURCES_FRESH_SECONDS = 2.0
 # How long a reply's details wait to go out with its first words before going alone.
 HEADER_WAIT_SECONDS = 0.15
 MAX_TOOL_ROUNDS = 6
@@ -222,6 +227,19 @@ class PreparedReply:
         self.planning.cancel()
 
 
+@dataclass
+class _DraftReads:
+    """The sources for one page's draft, being found or found (see `draft_changed`)."""
+
+    owner_id: uuid.UUID
+    text: str
+    started_at: float  # time.monotonic()
+    found: asyncio.Task[FoundSources | None]
+
+    def fresh(self, now: float) -> bool:
+        return now - self.started_at <= DRAFT_SOURCES_FRESH_SECONDS
+
+
 # A file in one of these states has not been read yet: its text is not known.
 UNREAD_FILE_STATUSES = ("uploading", "processing")
 
@@ -244,8 +262,8 @@ class ChatEngine:
         self._titling: dict[uuid.UUID, asyncio.Task] = {}
         self._accepting = True
         self._parallel_plans = asyncio.Semaphore(PARALLEL_PLANS)
-        # The pending embedding of each page's draft, by the page's key.
-        self._drafts: dict[str, asyncio.Task] = {}
+        # Each page's draft and the sources found for it, by the page's key.
+        self._drafts: dict[str, _DraftReads] = {}
 
     @property
     def settings(self) -> Settings:
@@ -260,30 +278,69 @@ class ChatEngine:
     # -- starting replies ---------------------------------------------------------------
 
     def draft_changed(self, *, page: str, owner_id: uuid.UUID, text: str) -> None:
-        """A page's draft changed (the composer tells only once typing pauses): it is
-        embedded as a message would be, so sending it goes straight to reading the
-        sources. Only the embedding: the database is read when the message is sent. A
-        newer draft from the same page replaces the one being embedded."""
+        """A page's draft changed (the composer tells only once typing pauses): its
+        sources are found as a message's would be (the profile, and the memories and
+        documents it calls up, embedding it if anything is embedded to compare with), so
+        that sending it soon after goes straight to the model. A newer draft from the
+        same page replaces the one being read."""
         previous = self._drafts.pop(page, None)
         if previous is not None:
-            previous.cancel()
+            previous.found.cancel()
+        self._forget_stale_drafts()
         try:
             text = conversations.checked_message(text)  # as `send` will store it
         except conversations.MessageRefused:
             return
         if not text.strip():
             return
-        task = asyncio.create_task(self._embed_draft(owner_id, text))
-        self._drafts[page] = task
-        task.add_done_callback(
-            lambda done: self._drafts.pop(page, None) if self._drafts.get(page) is done else None
+        reads = _DraftReads(
+            owner_id=owner_id,
+            text=text,
+            started_at=time.monotonic(),
+            found=asyncio.create_task(self._sources_for_draft(owner_id, text)),
         )
+        self._drafts[page] = reads
+        # Read whether or not a send claims it, so a failure is not reported unseen.
+        reads.found.add_done_callback(lambda task: task.cancelled() or task.exception())
 
-    async def _embed_draft(self, owner_id: uuid.UUID, text: str) -> None:
+    async def _sources_for_draft(self, owner_id: uuid.UUID, text: str) -> FoundSources | None:
+        """None when it could not be read (the send then reads for itself)."""
         try:
-            await warm_query(owner_id=owner_id, query=text, embedder=self.embedder)
-        except Exception:  # noqa: BLE001 - a draft is only a head start; sending embeds anew
-            logger.debug("embedding a draft failed", exc_info=True)
+            if self._parallel_plans.locked():
+                # Busy: the connections are kept for messages being sent. Only the
+                # embedding (on the CPU, not a connection) is done ahead.
+                await warm_query(owner_id=owner_id, query=text, embedder=self.embedder)
+                return None
+            async with self._parallel_plans, statement_scope() as session:
+                return await find_sources(
+                    session=session,
+                    owner_id=owner_id,
+                    query=text,
+                    embedder=self.embedder,
+                    parallel=True,
+                )
+        except Exception:  # noqa: BLE001 - a draft is only a head start; sending reads anew
+            logger.debug("reading for a draft failed", exc_info=True)
+            return None
+
+    def _forget_stale_drafts(self) -> None:
+        now = time.monotonic()
+        for page, reads in list(self._drafts.items()):
+            if not reads.fresh(now):
+                reads.found.cancel()
+                del self._drafts[page]
+
+    def _claim_draft_sources(
+        self, owner_id: uuid.UUID, text: str
+    ) -> asyncio.Task[FoundSources | None] | None:
+        """The sources found for a draft of exactly this message, read moments ago (or
+        still being read), taken so that no other send uses them."""
+        self._forget_stale_drafts()
+        for page, reads in list(self._drafts.items()):
+            if reads.owner_id == owner_id and reads.text == text:
+                del self._drafts[page]
+                return reads.found
+        return None
 
     def prepare(
         self,
@@ -737,6 +794,10 @@ class ChatEngine:
         # plan doing so holds this connection while it waits for those: with many at
         # once they could take the whole pool and wait on each other, so past
         # PARALLEL_PLANS the others read one after another on this one.
+        # Sources read for this very message while it was a draft are not read again.
+        drafted = (
+            self._claim_draft_sources(owner_id, pending.content) if pending is not None else None
+        )
         parallel = not self._parallel_plans.locked()
         async with self._parallel_plans if parallel else contextlib.nullcontext():
             options: Awaitable[list[ModelOption]] = (
@@ -757,6 +818,7 @@ class ChatEngine:
                     user_name=user_name,
                     parallel_search=parallel,
                     pending=pending,
+                    drafted=drafted,
                 )
             finally:
                 if isinstance(options, asyncio.Task) and not options.done():

@@ -716,6 +716,59 @@ async def test_a_message_sent_while_its_draft_is_embedded_waits_for_that_embeddi
     )
 
 
+async def _draft_read(engine: ChatEngine, page: str, owner: uuid.UUID, text_: str) -> None:
+    """The composer's draft, told to the engine, and its sources read through."""
+    engine.draft_changed(page=page, owner_id=owner, text=text_)
+    await engine._drafts[page].found  # the engine's own record of that page's draft
+
+
+async def test_a_draft_sent_at_once_is_answered_from_the_sources_read_for_it(model_server):
+    word = f"buoy{uuid.uuid4().hex[:6]}"
+    embedder = CountingEmbedder()
+    owner, conversation_id, engine = await _person_with_an_embedded_document(
+        model_server, embedder, "Harbour", f"The {word} is red and sits off pier nine."
+    )
+    question = f"Where is the {word}?"
+    await _draft_read(engine, "page-4", owner, question)
+    # Written after the draft was read and before it is sent: sent at once, the message
+    # is answered from what was read for the draft, so this is not read.
+    await _document(owner, "Moved", f"The {word} was towed to the boatyard.")
+
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=question)
+    await _wait(engine, owner, reply.id)
+    system = _openai_request_for(model_server, question)["messages"][0]["content"]
+    assert "off pier nine" in system
+    assert "boatyard" not in system
+    assert embedder.texts.count(question) == 1
+
+
+async def test_sources_read_for_an_older_draft_or_another_text_are_read_again(
+    model_server, monkeypatch
+):
+    word = f"kayak{uuid.uuid4().hex[:6]}"
+    embedder = CountingEmbedder()
+    owner, conversation_id, engine = await _person_with_an_embedded_document(
+        model_server, embedder, "Shed", f"The {word} hangs in the shed."
+    )
+    monkeypatch.setattr("carmenta.chat.engine.DRAFT_SOURCES_FRESH_SECONDS", 0.3)
+    first = f"Where is the {word}?"
+    await _draft_read(engine, "page-5", owner, first)
+    await _document(owner, "Garage", f"The {word} went to the garage for the winter.")
+    await asyncio.sleep(0.4)  # the draft's reads are now too old to answer from
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=first)
+    await _wait(engine, owner, reply.id)
+    assert "for the winter" in _openai_request_for(model_server, first)["messages"][0]["content"]
+    assert "page-5" not in engine._drafts  # too old: dropped, not kept
+
+    # A draft that changed before it was sent: the sent text is what is looked up.
+    await _draft_read(engine, "page-5", owner, f"Is the {word} dry?")
+    await _document(owner, "Paddle", f"The {word} paddle is under the stairs.")
+    second = f"Where is the {word} paddle?"
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=second)
+    await _wait(engine, owner, reply.id)
+    assert "under the stairs" in _openai_request_for(model_server, second)["messages"][0]["content"]
+
+
 async def test_the_drafts_of_a_person_with_nothing_embedded_are_not_embedded(model_server):
     owner = await _new_user()
     conversation_id = await _conversation(owner)

@@ -48,8 +48,14 @@ def test_a_changed_body_or_another_secret_is_refused():
 
 @pytest.mark.parametrize(
     ("timestamp", "signature", "message"),
-    [(None, "v0=00", "not signed"), (str(SENT_AT), None, "not signed"), ("soon", "v0=00", "not a number")],
+    [
+        (None, "v0=00", "not signed"),
+        (str(SENT_AT), None, "not signed"),
+        ("soon", "v0=00", "not a number"),
+    ],
 )
 def test_missing_or_malformed_headers_are_refused(timestamp, signature, message):
     with pytest.raises(WebhookSignatureError, match=message):
-        verify_slack_request(secret=SECRET, body=BODY, timestamp=timestamp, signature=signature, now=SENT_AT)
+        verify_slack_request(
+            secret=SECRET, body=BODY, timestamp=timestamp, signature=signature, now=SENT_AT
+        )
