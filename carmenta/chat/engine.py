@@ -283,14 +283,22 @@ class ChatEngine:
         documents it calls up, embedding it if anything is embedded to compare with), so
         that sending it soon after goes straight to the model. A newer draft from the
         same page replaces the one being read."""
-        previous = self._drafts.pop(page, None)
-        if previous is not None:
-            previous.found.cancel()
-        self._forget_stale_drafts()
         try:
             text = conversations.checked_message(text)  # as `send` will store it
         except conversations.MessageRefused:
-            return
+            text = ""
+        previous = self._drafts.get(page)
+        if (
+            previous is not None
+            and previous.owner_id == owner_id
+            and previous.text == text
+            and previous.fresh(time.monotonic())
+        ):
+            return  # told again, unchanged: what is being read still holds
+        if previous is not None:
+            del self._drafts[page]
+            previous.found.cancel()
+        self._forget_stale_drafts()
         if not text.strip():
             return
         reads = _DraftReads(

@@ -391,7 +391,7 @@ def composer() -> rx.Component:
                 value=ChatState.draft,
                 on_change=ChatState.set_draft,
                 # The draft reaches the server once typing pauses this long (the default
-                # is 300 ms); it is embedded then, ahead of being sent.
+                # is 300 ms); its sources are read then, ahead of being sent.
                 debounce_timeout=DRAFT_DEBOUNCE_MS,
                 placeholder="Message Carmenta…  (Enter sends, Shift+Enter adds a line)",
                 aria_label="Message",

@@ -234,7 +234,7 @@ class ChatState(SessionState):
     def set_draft(self, value: str):
         self.draft = value
         if self._verified_user_id and not self.research_mode:
-            # Embedded once the typing pauses, so that sending it is quicker.
+            # Its sources are read once the typing pauses, so that sending it is quicker.
             chat_service.get_engine().draft_changed(
                 page=self.router.session.client_token,
                 owner_id=uuid.UUID(self._verified_user_id),

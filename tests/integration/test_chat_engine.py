@@ -730,6 +730,9 @@ async def test_a_draft_sent_at_once_is_answered_from_the_sources_read_for_it(mod
     )
     question = f"Where is the {word}?"
     await _draft_read(engine, "page-4", owner, question)
+    reads = engine._drafts["page-4"]
+    engine.draft_changed(page="page-4", owner_id=owner, text=question)  # told again
+    assert engine._drafts["page-4"] is reads  # not read a second time
     # Written after the draft was read and before it is sent: sent at once, the message
     # is answered from what was read for the draft, so this is not read.
     await _document(owner, "Moved", f"The {word} was towed to the boatyard.")
