@@ -54,6 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +72,11 @@ from tests.model_servers import (  # noqa: E402
     ModelServerState,
     RecordedRequest,
     echo_words,
+)
+
+# SQLModel nudges towards session.exec(); plain execute() is what text() queries need.
+warnings.filterwarnings(
+    "ignore", message=r"(?s).*You probably want to use `session.exec", category=DeprecationWarning
 )
 
 MB = 1024 * 1024
