@@ -601,6 +601,9 @@ class ChatEngine:
         interrupted (their text kept) so another instance can show and regenerate them.
         Returns how many replies were in flight."""
         self.stop_accepting()
+        for reads in self._drafts.values():
+            reads.found.cancel()  # nobody will send them now
+        self._drafts.clear()
         ids: list[uuid.UUID] = []
         # A send that passed the check just before may launch while we wait: loop.
         while self._live:
@@ -797,15 +800,15 @@ class ChatEngine:
             async with AsyncSession(bind=reads, expire_on_commit=False) as own:
                 return await options_and_tools(own)
 
+        # Sources read for this very message while it was a draft are not read again.
+        drafted = (
+            self._claim_draft_sources(owner_id, pending.content) if pending is not None else None
+        )
         # This session writes nothing: the sources, and the models and tools on offer,
         # may be read on connections of their own, at the same time as the thread. A
         # plan doing so holds this connection while it waits for those: with many at
         # once they could take the whole pool and wait on each other, so past
         # PARALLEL_PLANS the others read one after another on this one.
-        # Sources read for this very message while it was a draft are not read again.
-        drafted = (
-            self._claim_draft_sources(owner_id, pending.content) if pending is not None else None
-        )
         parallel = not self._parallel_plans.locked()
         async with self._parallel_plans if parallel else contextlib.nullcontext():
             options: Awaitable[list[ModelOption]] = (
