@@ -100,6 +100,8 @@ class ReplyPlan:
     sources: list[ContextSource] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    # The conversation still had the default title: its first exchange names it.
+    untitled: bool = False
 
     @property
     def offline(self) -> bool:
@@ -878,4 +880,5 @@ async def plan_reply(
         sources=[*documents, *memories, *files, *profile],
         notices=notices,
         attachments=attachments,
+        untitled=conversation.title == conversations.DEFAULT_TITLE,
     )

@@ -659,8 +659,9 @@ class ChatEngine:
                 await self._write_with_model(live, plan, offers, confirmation=confirmation)
             autosave.cancel()
             if live.status == MessageStatus.streaming.value:
-                if first_message is not None:
-                    # Asked after the reply, so the model's two answers never interleave.
+                if first_message is not None and plan.untitled:
+                    # Asked after the reply, so the model's two answers never interleave;
+                    # only while the conversation has no title (a model call costs).
                     titling = asyncio.create_task(self._title(live, plan, first_message))
                     self._titling[live.conversation_id] = titling
                     titling.add_done_callback(

@@ -547,6 +547,36 @@ def _openai_request_for(model_server: ModelServer, marker: str) -> dict:
     raise AssertionError(f"no reply request carried {marker!r}")
 
 
+def _title_requests(model_server: ModelServer) -> list[str]:
+    """The messages the stand-in was asked to title."""
+    return [
+        str(request.body["messages"][-1]["content"])
+        for request in model_server.state.requests
+        if str(request.body.get("messages", [{}])[0].get("content", "")).startswith("Write a title")
+    ]
+
+
+async def test_only_a_conversation_without_a_title_asks_the_model_for_one(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _model_engine(model_server, provider="openai")
+    marker = uuid.uuid4().hex[:8]
+    first, second = f"Plan a picnic {marker}", f"And the drinks {marker}?"
+    for message in (first, second):
+        _, reply = await engine.send(
+            owner_id=owner, conversation_id=conversation_id, content=message
+        )
+        await _wait(engine, owner, reply.id)
+        await engine.title_ready(conversation_id)
+    asked = [text_ for text_ in _title_requests(model_server) if marker in text_]
+    assert asked == [first]
+    async with session_scope() as session:
+        conversation = await conversations.get_conversation(
+            session=session, owner_id=owner, conversation_id=conversation_id
+        )
+    assert conversation.title != conversations.DEFAULT_TITLE
+
+
 async def test_a_prepared_reply_is_used_for_its_person_and_the_message_is_sent_once(
     model_server,
 ):
