@@ -240,6 +240,13 @@ class _DraftReads:
         return now - self.started_at <= DRAFT_SOURCES_FRESH_SECONDS
 
 
+def _outcome_read(task: asyncio.Task) -> None:
+    """For a task whose result may go unused (a plan or a draft's reads made ahead):
+    its outcome is read, so a failure nobody awaits is not reported as unseen."""
+    if not task.cancelled():
+        task.exception()
+
+
 # A file in one of these states has not been read yet: its text is not known.
 UNREAD_FILE_STATUSES = ("uploading", "processing")
 
@@ -308,8 +315,7 @@ class ChatEngine:
             found=asyncio.create_task(self._sources_for_draft(owner_id, text)),
         )
         self._drafts[page] = reads
-        # Read whether or not a send claims it, so a failure is not reported unseen.
-        reads.found.add_done_callback(lambda task: task.cancelled() or task.exception())
+        reads.found.add_done_callback(_outcome_read)  # claimed or not
 
     async def _sources_for_draft(self, owner_id: uuid.UUID, text: str) -> FoundSources | None:
         """None when it could not be read (the send then reads for itself)."""
@@ -375,8 +381,7 @@ class ChatEngine:
         planning = asyncio.create_task(
             self._plan_pending(owner_id, conversation_id, pending, user_name=user_name)
         )
-        # A plan nobody asks for may fail unseen; its outcome is read so that is quiet.
-        planning.add_done_callback(lambda task: task.cancelled() or task.exception())
+        planning.add_done_callback(_outcome_read)  # used or not
         return PreparedReply(owner_id, conversation_id, user_name, pending, planning)
 
     async def send(
