@@ -93,6 +93,52 @@ def test_markdown_renders_and_raw_html_and_script_links_stay_inert(page: Page):
         assert not (href or "").lower().startswith("javascript:")
 
 
+FORMATTED_REPLY = (
+    "Here is the plan:\n\n"
+    "- water the tomatoes\n- pick the beans\n\n"
+    "| Bed | Crop |\n| --- | --- |\n| North | Tomatoes |\n| South | Beans |\n\n"
+    "```python\ndef harvest(bed):\n    return [crop for crop in bed if crop.ripe]\n```\n\n"
+    "See [the almanac](https://example.org/almanac)."
+)
+
+
+def test_code_tables_lists_and_links_render_and_shift_enter_adds_a_line(page: Page, model_server):
+    from tests.model_servers import ScriptedReply
+
+    page.goto("/")
+    box = page.get_by_test_id("composer-input")
+    box.fill("Plan the garden")
+    box.press("Shift+Enter")
+    box.press_sequentially("with a table")
+    # Shift+Enter added a line and sent nothing.
+    expect(box).to_have_value("Plan the garden\nwith a table")
+    expect(page.get_by_test_id("user-message")).to_have_count(0)
+
+    model_server.state.script(ScriptedReply(text_chunks=[FORMATTED_REPLY]))
+    box.press("Enter")
+    page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    text = reply.get_by_test_id("assistant-text")
+
+    expect(text.locator("li")).to_have_text(["water the tomatoes", "pick the beans"])
+    expect(text.locator("table th")).to_have_text(["Bed", "Crop"])
+    expect(text.locator("table td").first).to_have_text("North")
+    code = text.locator("pre code")
+    expect(code).to_contain_text("def harvest(bed):")
+    # Highlighted: the keywords are marked up apart from the rest of the line.
+    assert code.locator("span").count() > 3
+    copy = text.get_by_role("button")
+    expect(copy).to_have_count(1)  # the code block's copy button
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    copy.click()
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied.startswith("def harvest(bed):") and "crop.ripe" in copied
+    link = text.get_by_role("link", name="the almanac")
+    expect(link).to_have_attribute("href", "https://example.org/almanac")
+    expect(link).to_have_attribute("target", "_blank")
+
+
 def test_conversations_are_renamed_searched_and_deleted_from_the_sidebar(page: Page):
     page.goto("/")
     _send(page, "Plan a picnic by the river")
