@@ -62,7 +62,11 @@ BUN=.tools/js/node_modules/.bin/bun
 if [ ! -x "$BUN" ] || [ "$("$BUN" --version 2>/dev/null)" != "$BUN_VERSION" ]; then
   say "Installing bun $BUN_VERSION from the npm registry…"
   mkdir -p .tools/js
+  # Once more from scratch if it fails: bun's own install step now and then misses its
+  # platform package from the registry, and a second try gets it.
   npm install --prefix .tools/js --no-audit --no-fund --loglevel=error "bun@$BUN_VERSION" >/dev/null \
+    || { say "Installing bun failed; trying once more…"; rm -rf .tools/js/node_modules
+         npm install --prefix .tools/js --no-audit --no-fund --loglevel=error "bun@$BUN_VERSION" >/dev/null; } \
     || fail "installing bun from the npm registry failed (see the messages above)."
   "$BUN" --version >/dev/null 2>&1 || fail "bun was installed but does not run on this machine."
 fi
