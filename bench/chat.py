@@ -353,6 +353,7 @@ def measure_latency(
         page = context.new_page()
         page.set_default_timeout(60_000)
         network_frames: list[tuple[float, int]] = []
+        sent_frames: list[tuple[float, int]] = []
         if verbose:
             # When each frame came off the network, before the page's thread saw it:
             # Chromium stamps them on the monotonic clock this process reads too.
@@ -362,6 +363,12 @@ def measure_latency(
             devtools.on(
                 "Network.webSocketFrameReceived",
                 lambda event: network_frames.append(
+                    (event["timestamp"] + monotonic_to_epoch, len(event["response"]["payloadData"]))
+                ),
+            )
+            devtools.on(
+                "Network.webSocketFrameSent",
+                lambda event: sent_frames.append(
                     (event["timestamp"] + monotonic_to_epoch, len(event["response"]["payloadData"]))
                 ),
             )
@@ -435,6 +442,12 @@ def measure_latency(
                     if keydown <= at <= first_token + 0.001
                 )
                 print(f"    the same frames off the network: {arrived}")
+                sent = ", ".join(
+                    f"+{(at - keydown) * 1000:.1f} ms ({size} chars)"
+                    for at, size in sent_frames
+                    if keydown <= at <= first_token + 0.001
+                )
+                print(f"    frames the page sent: {sent}")
         context.close()
         browser.close()
     return samples

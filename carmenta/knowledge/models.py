@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     cast,
+    func,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, SQLModel
@@ -111,13 +112,17 @@ class DocumentLink(SQLModel, table=True):
     created_at: datetime = created_at_field()
 
 
-# Paths are matched as text too, so a misspelt label still finds its document.
+# A document's own path label is matched as text too, so a misspelt label still finds
+# it. Only the last label: a folder's name would otherwise match everything under it.
 Index(
-    "ix_documents_path_text_trgm",
+    "ix_documents_path_label_trgm",
     Document.__table__.c.owner_id,  # type: ignore[attr-defined]
-    cast(Document.__table__.c.path, Text).label("path_text"),  # type: ignore[attr-defined]
+    cast(
+        func.subpath(Document.__table__.c.path, -1),  # type: ignore[attr-defined]
+        Text,
+    ).label("path_label"),
     postgresql_using="gin",
-    postgresql_ops={"path_text": "gin_trgm_ops"},
+    postgresql_ops={"path_label": "gin_trgm_ops"},
 )
 
 

@@ -2,8 +2,8 @@
 
 The full-text part uses the GIN index on the generated `search_vector` with
 `websearch_to_tsquery`, which accepts anything a person types (operators and quotes
-included) without raising. Titles and paths are also compared by trigram word
-similarity, so "Sarha" still finds "Sarah O'Neil".
+included) without raising. Titles and each document's own path label are also compared
+by trigram word similarity, so "Sarha" still finds "Sarah O'Neil".
 """
 
 from __future__ import annotations
@@ -69,18 +69,19 @@ _SEARCH_SQL = text(
          limit :candidates
     ),
     fuzzy_hits as (
-        -- Only titles and paths sharing trigrams with the query (found through the
-        -- trigram indexes) can pass the threshold; pg_trgm breaks words at '.' and '_',
-        -- so the path's text scores as its words would.
+        -- Only titles and path labels sharing trigrams with the query (found through
+        -- the trigram indexes) can pass the threshold; pg_trgm breaks words at '_', so
+        -- a label scores as its words would. A document's own label, not its whole
+        -- path: a folder's name would match everything filed under it.
         select c.id, c.similarity,
                case when c.search_vector @@ q.tsq
                     then ts_rank_cd(c.search_vector, q.tsq, 32) end as rank
           from (select d.id, d.search_vector,
                        greatest(word_similarity(:query, d.title),
-                                word_similarity(:query, d.path::text)) as similarity
+                                word_similarity(:query, subpath(d.path, -1)::text)) as similarity
                   from documents d
                  where d.owner_id = :owner
-                   and (:query <% d.title or :query <% (d.path::text))
+                   and (:query <% d.title or :query <% (subpath(d.path, -1)::text))
                    and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
                  limit :candidates) c, q
          where c.similarity > :threshold

@@ -90,6 +90,40 @@ async def test_a_typo_in_a_title_still_finds_the_document(session):
     assert docs["bread"].id in [hit.id for hit in hits]
 
 
+async def test_a_misspelt_path_label_finds_its_document(session):
+    owner = await _user(session)
+    roadmap = await create_document(
+        session=session, owner_id=owner, parent_path=None, title="Quarterly roadmap"
+    )
+    # A title that no longer says what the label does (a profile document, a file's).
+    await session.execute(
+        text("update documents set title = 'Q3 plan' where id = :id"), {"id": roadmap.id}
+    )
+    hits = await search_documents(session=session, owner_id=owner, query="quartely roadmap")
+    assert [hit.id for hit in hits] == [roadmap.id]
+    assert hits[0].matched_by == "title_similarity"
+
+
+async def test_a_misspelt_folder_name_finds_the_folder_not_everything_filed_in_it(session):
+    owner = await _user(session)
+    recipes = await create_document(
+        session=session, owner_id=owner, parent_path=None, title="Recipes"
+    )
+    for title in ("Pho", "Lentil soup", "Flatbread"):
+        await create_document(
+            session=session,
+            owner_id=owner,
+            parent_path=recipes.path,
+            title=title,
+            content="Simmer slowly and season at the end.",
+        )
+    hits = await search_documents(session=session, owner_id=owner, query="Recipies")
+    assert [hit.id for hit in hits] == [recipes.id]
+    # What is filed in it is found by its own words.
+    hits = await search_documents(session=session, owner_id=owner, query="simmer")
+    assert len(hits) == 3
+
+
 async def test_search_can_be_limited_to_a_subtree(session):
     owner = await _user(session)
     docs = await _library(session, owner)
