@@ -16,8 +16,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Text,
     Uuid,
-    cast,
-    func,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, SQLModel
@@ -64,14 +63,6 @@ class Document(SQLModel, table=True):
         Index("ix_documents_owner_path_gist", "owner_id", "path", postgresql_using="gist"),
         # GIN indexes lead with the owner (btree_gin), so a search reads one user's entries.
         Index("ix_documents_search_vector", "owner_id", "search_vector", postgresql_using="gin"),
-        # Trigram index: a misspelt title still finds its document.
-        Index(
-            "ix_documents_title_trgm",
-            "owner_id",
-            "title",
-            postgresql_using="gin",
-            postgresql_ops={"title": "gin_trgm_ops"},
-        ),
     )
 
     id: uuid.UUID = uuid_primary_key()
@@ -112,17 +103,18 @@ class DocumentLink(SQLModel, table=True):
     created_at: datetime = created_at_field()
 
 
-# A document's own path label is matched as text too, so a misspelt label still finds
-# it. Only the last label: a folder's name would otherwise match everything under it.
+# Trigram index over a document's name, its title and its own path label (not the
+# whole path: a folder's name would match everything under it), so a misspelt name
+# still finds the document. search.py compares the same expression.
 Index(
-    "ix_documents_path_label_trgm",
+    "ix_documents_name_trgm",
     Document.__table__.c.owner_id,  # type: ignore[attr-defined]
-    cast(
-        func.subpath(Document.__table__.c.path, -1),  # type: ignore[attr-defined]
-        Text,
-    ).label("path_label"),
+    # Written as PostgreSQL shows it back, so that schema comparisons see no change.
+    literal_column("((title || ' '::text) || subpath(path, '-1'::integer)::text)").label(
+        "document_name"
+    ),
     postgresql_using="gin",
-    postgresql_ops={"path_label": "gin_trgm_ops"},
+    postgresql_ops={"document_name": "gin_trgm_ops"},
 )
 
 

@@ -57,8 +57,8 @@ _SEARCH_SQL = text(
     with q as (select websearch_to_tsquery('english', :query) as tsq),
     -- A word found in thousands of documents would have every one of them ranked; the
     -- first :candidates matches are ranked instead, together with up to :candidates
-    -- titles or paths that look like the query (each ranked in full), so a title
-    -- naming the query is not lost among them. Below the caps nothing changes.
+    -- names (title and path label) that look like the query, each ranked in full, so
+    -- a title naming the query is not lost among them. Below the caps nothing changes.
     -- Each candidate is ranked from the row its own index scan read, not fetched again.
     text_matches as (
         select d.id, ts_rank_cd(d.search_vector, q.tsq, 32) as rank
@@ -69,19 +69,19 @@ _SEARCH_SQL = text(
          limit :candidates
     ),
     fuzzy_hits as (
-        -- Only titles and path labels sharing trigrams with the query (found through
-        -- the trigram indexes) can pass the threshold; pg_trgm breaks words at '_', so
-        -- a label scores as its words would. A document's own label, not its whole
-        -- path: a folder's name would match everything filed under it.
+        -- Only names sharing trigrams with the query (found through the trigram index)
+        -- can pass the threshold. A name is the title and the document's own path
+        -- label, which pg_trgm reads as words ('_' breaks them); not the whole path: a
+        -- folder's name would match everything filed under it.
         select c.id, c.similarity,
                case when c.search_vector @@ q.tsq
                     then ts_rank_cd(c.search_vector, q.tsq, 32) end as rank
           from (select d.id, d.search_vector,
-                       greatest(word_similarity(:query, d.title),
-                                word_similarity(:query, subpath(d.path, -1)::text)) as similarity
+                       word_similarity(:query, d.title || ' ' || subpath(d.path, -1)::text)
+                           as similarity
                   from documents d
                  where d.owner_id = :owner
-                   and (:query <% d.title or :query <% (subpath(d.path, -1)::text))
+                   and :query <% (d.title || ' ' || subpath(d.path, -1)::text)
                    and (cast(:subtree as ltree) is null or d.path <@ cast(:subtree as ltree))
                  limit :candidates) c, q
          where c.similarity > :threshold
