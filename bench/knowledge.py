@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import queue
-import re
 import statistics
 import struct
 import sys
@@ -420,12 +419,6 @@ def build(server, params: Params, rebuild: bool) -> Dataset:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def bare_sql(statement) -> str:
-    """A SQLAlchemy text() statement as psycopg SQL: the same text, %(name)s parameters."""
-    sql = statement.text.replace("%", "%%")
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
-
-
 @dataclass
 class Timings:
     service: list[float] = field(default_factory=list)
@@ -534,8 +527,8 @@ async def measure(
     await db.dispose_engine()
 
     corpus = Corpus(seed=99)
-    search_sql = bare_sql(search_module._SEARCH_SQL)
-    semantic_sql = bare_sql(semantic_module._SEMANTIC_SQL)
+    search_sql = search_module.SEARCH_SQL
+    semantic_sql = semantic_module.SEMANTIC_SQL
     list_sql = service_module.LIST_TREE_SQL
 
     async def one_user(label: str, owner: uuid.UUID, topics: list[int]) -> None:

@@ -6,6 +6,7 @@ Engines are created lazily on first use, never at import time. Services receive 
 
 from __future__ import annotations
 
+import re
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -274,6 +275,12 @@ async def statement_connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         else:
             # Back to the pool, which may close it through the driver: in a greenlet.
             await greenlet_spawn(pooled.close)
+
+
+def driver_sql(sql: str) -> str:
+    """SQL written with `:name` parameters (as for `text()`) in psycopg's `%(name)s` form,
+    for statements sent on a driver connection. `::` casts are left alone."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
 async def driver_connection(session: AsyncSession) -> Any:

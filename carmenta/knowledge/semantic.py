@@ -38,9 +38,14 @@ def _vector_literal(vector: np.ndarray) -> str:
 
 
 async def embed_pending_chunks(
-    *, session: AsyncSession, embedder: Embedder, limit: int = EMBED_BATCH
+    *,
+    session: AsyncSession,
+    embedder: Embedder,
+    limit: int = EMBED_BATCH,
+    owner_id: uuid.UUID | None = None,
 ) -> int:
-    """Embed up to `limit` chunks that have none yet; returns how many were embedded.
+    """Embed up to `limit` chunks that have none yet, oldest first (only `owner_id`'s
+    when given); returns how many were embedded.
 
     Rows are claimed with SKIP LOCKED, so several workers share the backlog.
     """
@@ -48,9 +53,10 @@ async def embed_pending_chunks(
         await session.execute(
             text(
                 "select owner_id, id, content from document_chunks where embedding is null"
+                " and (cast(:owner as uuid) is null or owner_id = :owner)"
                 " order by created_at limit :limit for update skip locked"
             ),
-            {"limit": limit},
+            {"limit": limit, "owner": owner_id},
         )
     ).all()
     if not rows:
@@ -90,7 +96,7 @@ EXACT_SEARCH_BELOW_CHUNKS = 10_000
 # condition holds. The exact branch orders outside a fence (`offset 0`), so the
 # planner cannot hand it to the graph. A subtree is checked per chunk with `exists`,
 # which the planner drops when there is no subtree.
-_SEMANTIC_SQL = text(
+SEMANTIC_SQL = db.driver_sql(
     """
     with scale as (
         select count(*) as chunks
@@ -162,27 +168,23 @@ async def semantic_search(
     if subtree is not None:
         validate_path(subtree)
     candidates = limit * CANDIDATE_CHUNKS_PER_HIT
-    rows = (
-        await session.execute(
-            _SEMANTIC_SQL,
-            {
-                "vector": _vector_literal(query_vector),
-                "owner": owner_id,
-                "subtree": subtree,
-                "candidates": candidates,
-                "exact_below": EXACT_SEARCH_BELOW_CHUNKS,
-            },
-        )
-    ).all()
+    # Straight through the driver, as the full-text search is (search.py).
+    connection = await db.driver_connection(session)
+    cursor = await connection.execute(
+        SEMANTIC_SQL,
+        {
+            "vector": _vector_literal(query_vector),
+            "owner": owner_id,
+            "subtree": subtree,
+            "candidates": candidates,
+            "exact_below": EXACT_SEARCH_BELOW_CHUNKS,
+        },
+    )
     hits = [
         SemanticHit(
-            id=row.document_id,
-            path=row.path,
-            title=row.title,
-            passage=row.content,
-            distance=float(row.distance),
+            id=document_id, path=path, title=title, passage=content, distance=float(distance)
         )
-        for row in rows
+        for document_id, path, title, content, distance in await cursor.fetchall()
     ]
     return sorted(hits, key=lambda hit: hit.distance)[:limit]
 

@@ -127,7 +127,8 @@ async def test_offline_assistant_answers_from_the_knowledge_base_and_says_it_is_
         )
         await session.commit()
     async with session_scope() as session:
-        await embed_pending_chunks(session=session, embedder=embedder, limit=1000)
+        # This person's only: other tests may leave a backlog of their own.
+        await embed_pending_chunks(session=session, embedder=embedder, limit=1000, owner_id=owner)
         await session.commit()
     conversation_id = await _conversation(owner)
     engine = _offline_engine()
@@ -678,7 +679,10 @@ async def _person_with_an_embedded_document(
     owner = await _new_user()
     await _document(owner, title, content)
     async with session_scope() as session:
-        await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=1000)
+        # This person's only: other tests may leave a backlog of their own.
+        await embed_pending_chunks(
+            session=session, embedder=get_local_embedder(), limit=1000, owner_id=owner
+        )
         await session.commit()
     conversation_id = await _conversation(owner)
     engine = _model_engine(model_server, provider="openai", embedder=embedder)

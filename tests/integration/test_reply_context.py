@@ -100,7 +100,9 @@ async def test_the_message_is_embedded_once_and_finds_what_two_searches_found(se
             title=title,
             content=content,
         )
-    await semantic.embed_pending_chunks(session=session, embedder=embedder, limit=100)
+    await semantic.embed_pending_chunks(
+        session=session, embedder=embedder, limit=100, owner_id=owner
+    )
     embedder.batches.clear()
 
     _, memories, documents, _ = await _gather(session, owner, embedder)

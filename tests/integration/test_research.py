@@ -47,13 +47,13 @@ async def _owner_with_notes() -> tuple[uuid.UUID, uuid.UUID]:
             session=session, owner_id=owner, model="offline"
         )
         await session.commit()
-    # Other tests' chunks may be waiting too: embed until this owner's are done.
-    while True:
-        async with session_scope() as session:
-            if not await pending_chunks(session=session, owner_id=owner):
-                break
-            await embed_pending_chunks(session=session, embedder=get_local_embedder(), limit=500)
-            await session.commit()
+    # This owner's only: other tests may leave a backlog of their own.
+    async with session_scope() as session:
+        await embed_pending_chunks(
+            session=session, embedder=get_local_embedder(), limit=500, owner_id=owner
+        )
+        assert await pending_chunks(session=session, owner_id=owner) == 0
+        await session.commit()
     return owner, conversation.id
 
 

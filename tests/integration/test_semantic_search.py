@@ -8,6 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from carmenta.db import driver_connection
 from carmenta.knowledge import semantic as semantic_module
 from carmenta.knowledge.embeddings import get_local_embedder
 from carmenta.knowledge.semantic import (
@@ -119,12 +120,22 @@ async def test_hybrid_search_fuses_text_and_meaning_for_one_user_only(session):
     )
 
 
-async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session, async_engine):
+async def test_one_owners_backlog_can_be_embedded_alone(session):
+    owner, other = await _user(session), await _user(session)
+    await _library(session, owner)
+    await _library(session, other)
+    embedded = await embed_pending_chunks(
+        session=session, embedder=get_local_embedder(), limit=100, owner_id=owner
+    )
+    assert embedded == 3
+    assert await pending_chunks(session=session, owner_id=owner) == 0
+    assert await pending_chunks(session=session, owner_id=other) == 3
+
+
+async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session, monkeypatch):
     import asyncio
     import functools
     import inspect
-
-    from sqlalchemy import event
 
     owner = await _user(session)
     garden, car, trip = await _library(session, owner)
@@ -136,10 +147,12 @@ async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session
     )
     direct = await search(query_vector=vector)
     text_searched = asyncio.Event()
+    search_documents = semantic_module.search_documents
 
-    def saw_statement(conn, cursor, statement, parameters, context, executemany):
-        if "websearch_to_tsquery" in statement:
-            text_searched.set()
+    async def seen_search_documents(**kwargs):
+        hits = await search_documents(**kwargs)
+        text_searched.set()
+        return hits
 
     async def vector_after_the_text_search():
         # Had the full-text search waited for the vector, this would time out.
@@ -149,11 +162,9 @@ async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session
     async def no_vector():
         return None
 
-    event.listen(async_engine.sync_engine, "before_cursor_execute", saw_statement)
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(semantic_module, "search_documents", seen_search_documents)
         arriving = await search(query_vector=vector_after_the_text_search())
-    finally:
-        event.remove(async_engine.sync_engine, "before_cursor_execute", saw_statement)
     assert arriving == direct
     assert set(arriving[0].found_by) == {"text", "semantic"}
     # None from it: nothing of the owner's is embedded to compare with.
@@ -244,18 +255,18 @@ async def _user_in_the_same_part(session, owner: uuid.UUID) -> uuid.UUID:
 
 async def _walks_the_graph(session, owner: uuid.UUID, query) -> bool:
     """Whether the graph's branch of the search ran (the other one is then skipped)."""
-    plan = (
-        await session.execute(
-            text("explain (analyze, costs off, timing off) " + semantic_module._SEMANTIC_SQL.text),
-            {
-                "vector": semantic_module._vector_literal(query),
-                "owner": owner,
-                "subtree": None,
-                "candidates": 40,
-                "exact_below": semantic_module.EXACT_SEARCH_BELOW_CHUNKS,
-            },
-        )
-    ).scalars()
+    connection = await driver_connection(session)
+    cursor = await connection.execute(
+        "explain (analyze, costs off, timing off) " + semantic_module.SEMANTIC_SQL,
+        {
+            "vector": semantic_module._vector_literal(query),
+            "owner": owner,
+            "subtree": None,
+            "candidates": 40,
+            "exact_below": semantic_module.EXACT_SEARCH_BELOW_CHUNKS,
+        },
+    )
+    plan = [line for (line,) in await cursor.fetchall()]
     # The graph branch reads the part as `c`, the exact branch as `c_1`.
     graph, every_chunk = (
         line for line in plan if re.search(r" on document_chunks_part_\d+ c(_1)? ", line)
