@@ -4,6 +4,9 @@ The app is started as `python -m carmenta run` (built interface, real server) on
 throwaway database, pointed at the local OpenAI-compatible stand-in
 (tests/model_servers.py), which echoes the person's message a word at a time and
 records, in epoch time, when each request arrived and when its first byte went out.
+By default it answers at once, so all the app does after sending the request counts
+as added latency; `--provider-first-byte-ms` makes it wait as a hosted model does before
+its first token, and shows what a person waits for beyond the model's own time.
 
 1. Latency. One person signs up in Chromium, gets 20 documents in their knowledge
    base, embedded (`--documents`), so that each message is embedded and searched as a
@@ -29,6 +32,7 @@ every figure: run it on a quiet machine for numbers to compare.
 Usage: .venv/bin/python bench/chat.py [--sends 40] [--warmups 3] [--documents 20]
        [--conversations 50]
        [--reply-words 300] [--word-delay 0.01] [--skip-latency] [--skip-concurrency]
+       [--provider-first-byte-ms 0 (the stand-in's wait before its first byte)]
        [--verbose (each send's timeline, and when its frames came off the network)]
        [--app-log PATH (keep the app's output)]
 Port: CHAT_BENCH_PORT (default 3947, or a free one); the interface build is reused
@@ -843,6 +847,14 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-concurrency", action="store_true")
     parser.add_argument("--app-log", type=Path, help="write the app's output here (kept)")
+    parser.add_argument(
+        "--provider-first-byte-ms",
+        type=float,
+        default=0.0,
+        help="the stand-in waits this long before a stream's first byte, as a hosted model"
+        " does before its first token (default 0: at once, so that all of the app's work"
+        " after sending the request counts as added latency)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print each send's timeline")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # figures show as they come, even in a file
@@ -881,6 +893,7 @@ def main() -> None:
             if not args.skip_latency:
                 # The provider answers its first byte at once; the rest a word every 20 ms.
                 model.state.echo_delay = 0.02
+                model.state.first_byte_delay = args.provider_first_byte_ms / 1000
                 samples = measure_latency(
                     app=app,
                     model=model,

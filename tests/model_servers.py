@@ -134,6 +134,8 @@ class ModelServerState:
     streams: list[StreamRecord] = field(default_factory=list)
     # Seconds between the words of an echo.
     echo_delay: float = 0.0
+    # Seconds before a stream's first byte: a hosted model's time to its first token.
+    first_byte_delay: float = 0.0
     # Seconds before answering a request that does not stream (titles, extraction).
     answer_delay: float = 0.0
     models: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
@@ -238,6 +240,8 @@ def build_app(state: ModelServerState) -> Starlette:
         async def body() -> AsyncIterator[bytes]:
             record = StreamRecord(recorded.api)
             state.streams.append(record)
+            if state.first_byte_delay:
+                await asyncio.sleep(state.first_byte_delay)
             try:
                 async for chunk in chunks(record):
                     if recorded.first_byte_at is None:
