@@ -56,11 +56,15 @@ async def _library(session, owner):
     return garden, car, trip
 
 
-async def _embed_all(session) -> int:
+async def _embed_all(session, *owners: uuid.UUID) -> int:
+    """Embed these owners' chunks: only theirs, since other tests may leave a backlog."""
     embedder = get_local_embedder()
     total = 0
-    while done := await embed_pending_chunks(session=session, embedder=embedder, limit=64):
-        total += done
+    for owner in owners:
+        while done := await embed_pending_chunks(
+            session=session, embedder=embedder, limit=64, owner_id=owner
+        ):
+            total += done
     return total
 
 
@@ -68,7 +72,7 @@ async def test_chunks_wait_for_the_job_then_carry_unit_vectors(session):
     owner = await _user(session)
     await _library(session, owner)
     assert await pending_chunks(session=session, owner_id=owner) == 3
-    assert await _embed_all(session) >= 3
+    assert await _embed_all(session, owner) == 3
     assert await pending_chunks(session=session, owner_id=owner) == 0
     norms = (
         (
@@ -86,7 +90,7 @@ async def test_chunks_wait_for_the_job_then_carry_unit_vectors(session):
 async def test_semantic_search_finds_meaning_without_shared_words(session):
     owner = await _user(session)
     garden, car, trip = await _library(session, owner)
-    await _embed_all(session)
+    await _embed_all(session, owner)
     query = get_local_embedder().embed(["vehicle maintenance and repairs"])[0]
     hits = await semantic_search(session=session, owner_id=owner, query_vector=query)
     assert hits[0].id == car.id
@@ -105,7 +109,7 @@ async def test_hybrid_search_fuses_text_and_meaning_for_one_user_only(session):
         title="Tomato secrets",
         content="Stranger's tomatoes and their watering schedule.",
     )
-    await _embed_all(session)
+    await _embed_all(session, owner, stranger)
     hits = await hybrid_search(
         session=session, owner_id=owner, query="watering tomatoes", embedder=get_local_embedder()
     )
@@ -139,7 +143,7 @@ async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session
 
     owner = await _user(session)
     garden, car, trip = await _library(session, owner)
-    await _embed_all(session)
+    await _embed_all(session, owner)
     embedder = get_local_embedder()
     vector = (await embedder.embed_async(["watering tomatoes"]))[0]
     search = functools.partial(
@@ -198,7 +202,7 @@ async def test_hybrid_search_in_parallel_finds_what_it_finds_in_sequence(async_e
         await writer.commit()
     try:
         async with AsyncSession(async_engine) as writer:
-            await _embed_all(writer)
+            await _embed_all(writer, owner, stranger)
             await writer.commit()
         results = {}
         for parallel in (False, True):
@@ -296,7 +300,7 @@ async def test_both_ways_of_searching_find_the_owners_nearest_and_only_theirs(
             title=title,
             content=f"{title}: new brake pads, an oil change and the engine checked.",
         )
-    await _embed_all(session)
+    await _embed_all(session, owner, neighbour)
     query = get_local_embedder().embed(["vehicle maintenance and repairs"])[0]
     # A handful of rows would be read whole; the graph is what is under test.
     await session.execute(text("set local enable_seqscan = off"))
