@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 import reflex as rx
 
 from carmenta.api.routes import build_api, observe_requests
+from carmenta.api.sockets import small_frames_at_once_lifespan
 from carmenta.chat import service as chat_service
 from carmenta.chat.lifespan import chat_lifespan
 from carmenta.components.layout import PAGES
@@ -43,6 +44,8 @@ app.add_page(not_found.not_found, route="/404", title="Not found · Carmenta")
 
 # Each server process logs through the one configuration (LOG_FORMAT, redaction).
 app.register_lifespan_task(logging_lifespan)
+# Frames to the page leave at once, not after the previous one is acknowledged.
+app.register_lifespan_task(small_frames_at_once_lifespan)
 # With JOB_WORKER=inline (the embedded default) jobs run inside this process.
 app.register_lifespan_task(inline_worker_lifespan)
 # Replies: interrupted ones recorded at start, ones in flight saved at shutdown.

@@ -88,6 +88,11 @@ class LiveReplyState(rx.State):
 
     asked: thread.ThreadMessage = _no_message("user")
     reply: thread.ThreadMessage = _no_message("assistant")
+    # Their stored ids while they are followed. A message sent from this page goes on
+    # showing as SENDING_ID until the first words of its reply: a frame that only
+    # changed ids would reach the page just before those words and hold them up there.
+    _asked_id: str = ""
+    _reply_id: str = ""
 
 
 def _conversation_id_from(url: str) -> uuid.UUID | None:
@@ -123,9 +128,12 @@ class ChatState(SessionState):
     error: str = ""
     draft: str = ""
     pending_attachments: list[thread.AttachmentChip] = []
-    streaming_id: str = ""
+    # The reply being written (its id), and a message being stored: backend-only, so
+    # that the page hears only when `is_streaming` flips (see `_set_streaming`).
+    _streaming_id: str = ""
     # A message is on screen and being stored (see `_show_sending`).
-    sending: bool = False
+    _sending: bool = False
+    is_streaming: bool = False
     models: list[dict[str, str]] = []
     model_choice: str = ""
     research_mode: bool = False
@@ -143,9 +151,16 @@ class ChatState(SessionState):
                 return int(message.research_job)
         return None
 
-    @rx.var
-    def is_streaming(self) -> bool:
-        return bool(self.streaming_id) or self.sending
+    def _set_streaming(self, *, reply_id: str | None = None, sending: bool | None = None) -> None:
+        """Change what is being sent or streamed; the page is told only when that
+        changes whether anything is (a message stored, say, and its reply started)."""
+        if reply_id is not None:
+            self._streaming_id = reply_id
+        if sending is not None:
+            self._sending = sending
+        streaming = bool(self._streaming_id) or self._sending
+        if self.is_streaming != streaming:
+            self.is_streaming = streaming
 
     @rx.var
     def model_label(self) -> str:
@@ -169,14 +184,14 @@ class ChatState(SessionState):
         self.title = conversation.title
         self.model_choice = conversation.model or self.model_choice
         live = await self.get_state(LiveReplyState)
-        following = {live.reply.id, live.asked.id} - {""}
+        following = {live._reply_id, live._asked_id} - {""}
         if following:
             # A reply this page follows shows after the thread until it ends (with the
             # message it answers); in the thread as well, it would show twice.
             messages = [message for message in messages if message.id not in following]
         (await self.get_state(ThreadState)).messages = messages
         streaming = [m.id for m in messages if m.status == "streaming"]
-        self.streaming_id = streaming[-1] if streaming else ""
+        self._set_streaming(reply_id=streaming[-1] if streaming else "")
 
     async def _load_models(self, owner: uuid.UUID) -> None:
         try:
@@ -208,7 +223,7 @@ class ChatState(SessionState):
         self.conversation_id = str(conversation_id) if conversation_id else ""
         thread_state.messages = []
         self.title = ""
-        self.streaming_id = ""
+        self._set_streaming(reply_id="")
         self.model_choice = ""
         self._stop_following(await self.get_state(LiveReplyState))
         try:
@@ -220,12 +235,12 @@ class ChatState(SessionState):
         except Exception:  # noqa: BLE001 - the page shows the failure instead of breaking
             self.error = "This conversation could not be loaded. Try again in a moment."
         self.loading = False
-        if self.streaming_id and await self._research_job_of(self.streaming_id) is not None:
+        if self._streaming_id and await self._research_job_of(self._streaming_id) is not None:
             return ChatState.poll_reply
-        if self.streaming_id and chat_service.get_engine().live(uuid.UUID(self.streaming_id)):
-            await self._start_following(owner, self.streaming_id)
+        if self._streaming_id and chat_service.get_engine().live(uuid.UUID(self._streaming_id)):
+            await self._start_following(owner, self._streaming_id)
             return ChatState.follow_reply
-        if self.streaming_id:
+        if self._streaming_id:
             # Written by another instance: read it from the database until it ends.
             return ChatState.poll_reply
         return None
@@ -313,7 +328,7 @@ class ChatState(SessionState):
         # same person, conversation and message.
         # The reads first: they take longest, and a task starts in the order it was made.
         early_plan = None
-        if not (self.streaming_id or self.sending):
+        if not (self._streaming_id or self._sending):
             chips = [chip for chip in self.pending_attachments if chip.id]
             early_plan = self._prepare_reply(
                 self._message_in(form), [uuid.UUID(chip.id) for chip in chips]
@@ -334,7 +349,7 @@ class ChatState(SessionState):
         try:
             async with self:
                 outcome = await self._send_now(sending)
-                owner, message_id = self._reply_owner, self.streaming_id
+                owner, message_id = self._reply_owner, self._streaming_id
         finally:
             if sending.prepared is not None and not sending.prepared.claimed:
                 # Refused before the engine took it (signed out, say): dropped.
@@ -352,7 +367,7 @@ class ChatState(SessionState):
         """The message on screen at once, as sent, while it is checked and stored: the
         page draws it meanwhile, and is free for the first words when they come."""
         text = self._message_in(form)
-        if self.streaming_id or self.sending:
+        if self._streaming_id or self._sending:
             self.error = "Wait for the reply to finish, or stop it first."
             return None
         chips = [chip for chip in self.pending_attachments if chip.id]
@@ -365,7 +380,7 @@ class ChatState(SessionState):
             self.error = str(error)
             return None
         self.error = ""
-        self.sending = True
+        self._set_streaming(sending=True)
         self.draft = ""
         self.pending_attachments = []
         live = await self.get_state(LiveReplyState)
@@ -387,7 +402,7 @@ class ChatState(SessionState):
         try:
             outcome = await self._send(sending)
         finally:
-            self.sending = False
+            self._set_streaming(sending=False)
             if outcome is None:
                 live = await self.get_state(LiveReplyState)
                 if live.asked.id == SENDING_ID:
@@ -441,7 +456,7 @@ class ChatState(SessionState):
             if new_conversation:
                 self.conversation_id = ""
             return None
-        self.streaming_id = str(reply.id)
+        self._set_streaming(reply_id=str(reply.id))
         if new_conversation:
             return [
                 rx.redirect(f"/chat/{self.conversation_id}"),
@@ -451,49 +466,36 @@ class ChatState(SessionState):
             self._stop_following(await self.get_state(LiveReplyState))
             await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
             return [ChatState.poll_reply, ConversationListState.reload]
-        # The thread is neither read again nor changed: the message and its reply show
-        # after it (the message with the chips it was sent with) until the reply ends.
-        asked = thread.thread_message(sent, {chip.id: chip for chip in sending.chips})
-        await self._start_following(
-            user.user_id,
-            str(reply.id),
-            thread.thread_message(reply, {}),
-            asked=asked,
-            from_thread=False,
-        )
+        # The thread is neither read again nor changed, and the page is not told: the
+        # message and its reply go on showing after the thread, as drawn when it was
+        # sent, until the first words (_follow); both join the thread when it ends.
+        live = await self.get_state(LiveReplyState)
+        self._reply_owner = str(user.user_id)
+        live._asked_id, live._reply_id = str(sent.id), str(reply.id)
         # The sidebar is reloaded once the first words are on screen (_follow): a
         # reload queued here would hold this page's state while they wait.
         return _FOLLOW
 
-    async def _start_following(
-        self,
-        owner: uuid.UUID,
-        reply_id: str,
-        shown: thread.ThreadMessage | None = None,
-        *,
-        asked: thread.ThreadMessage | None = None,
-        from_thread: bool = True,
-    ) -> None:
+    async def _start_following(self, owner: uuid.UUID, reply_id: str) -> None:
         """The reply leaves the thread (when it is in it) for LiveReplyState while it
-        streams. `from_thread=False` for a reply known not to be there: the thread is
-        then not even looked at, since going through it marks it changed."""
+        streams."""
         self._reply_owner = str(owner)
-        in_thread = None
-        if from_thread:
-            thread_state = await self.get_state(ThreadState)
-            in_thread = next((m for m in thread_state.messages if m.id == reply_id), None)
-            if in_thread is not None:
-                thread_state.messages = [m for m in thread_state.messages if m.id != reply_id]
+        thread_state = await self.get_state(ThreadState)
+        in_thread = next((m for m in thread_state.messages if m.id == reply_id), None)
+        if in_thread is not None:
+            thread_state.messages = [m for m in thread_state.messages if m.id != reply_id]
         live = await self.get_state(LiveReplyState)
-        live.reply = (
-            in_thread
-            or shown
-            or thread.ThreadMessage(id=reply_id, role="assistant", content="", status="streaming")
+        live.reply = in_thread or thread.ThreadMessage(
+            id=reply_id, role="assistant", content="", status="streaming"
         )
-        live.asked = asked or _no_message("user")
+        live._reply_id = reply_id
+        if live.asked.id:
+            live.asked = _no_message("user")
+        live._asked_id = ""
 
     def _stop_following(self, live: LiveReplyState) -> None:
         self._reply_owner = ""
+        live._asked_id = live._reply_id = ""
         if live.reply.id:
             live.reply = _no_message("assistant")
         if live.asked.id:
@@ -502,7 +504,7 @@ class ChatState(SessionState):
     @rx.event(background=True)
     async def follow_reply(self):
         async with self:
-            message_id = self.streaming_id
+            message_id = self._streaming_id
             owner = uuid.UUID(self._reply_owner) if self._reply_owner else None
         if owner is None or not message_id:
             return
@@ -534,20 +536,20 @@ class ChatState(SessionState):
             last_frame = now
             async with self:
                 live = await self.get_state(LiveReplyState)
-                if live.reply.id == message_id:
+                if live._reply_id == message_id:
                     live.reply = self._live_view(snapshot)
             if first_words:
                 text_shown = True
                 yield ConversationListState.reload
         async with self:
             live = await self.get_state(LiveReplyState)
-            if live.reply.id == message_id:
+            if live._reply_id == message_id:
                 # The finished reply joins the thread in the same frame: no flicker.
                 self._stop_following(live)
             if self.conversation_id:
                 await self._refresh(owner, uuid.UUID(self.conversation_id))
-            if self.streaming_id == message_id:
-                self.streaming_id = ""
+            if self._streaming_id == message_id:
+                self._set_streaming(reply_id="")
             conversation_id = self.conversation_id
         if conversation_id:
             await engine.title_ready(uuid.UUID(conversation_id))
@@ -577,30 +579,30 @@ class ChatState(SessionState):
             await asyncio.sleep(1.0)
             async with self:
                 owner = await self._user_id()
-                if owner is None or not self.conversation_id or not self.streaming_id:
+                if owner is None or not self.conversation_id or not self._streaming_id:
                     return
                 await self._refresh(owner, uuid.UUID(self.conversation_id))
-                if not self.streaming_id:
+                if not self._streaming_id:
                     return
 
     @rx.event
     async def stop(self):
         owner = await self._user_id()
-        if owner is None or not self.streaming_id:
+        if owner is None or not self._streaming_id:
             return
-        job_id = await self._research_job_of(self.streaming_id)
+        job_id = await self._research_job_of(self._streaming_id)
         if job_id is not None:
             # Research stops at its next step and keeps what it found.
             await jobs.cancel_job(owner_id=owner, job_id=job_id)
             return
         await chat_service.get_engine().stop(
-            owner_id=owner, message_id=uuid.UUID(self.streaming_id)
+            owner_id=owner, message_id=uuid.UUID(self._streaming_id)
         )
         # Stopped, the reply joins the thread with what arrived.
         self._stop_following(await self.get_state(LiveReplyState))
         if self.conversation_id:
             await self._refresh(owner, uuid.UUID(self.conversation_id))
-        self.streaming_id = ""
+        self._set_streaming(reply_id="")
 
     @rx.event
     async def regenerate(self):
@@ -616,7 +618,7 @@ class ChatState(SessionState):
         except CarmentaError as error:
             self.error = str(error)
             return None
-        self.streaming_id = str(reply.id)
+        self._set_streaming(reply_id=str(reply.id))
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
         await self._start_following(user.user_id, str(reply.id))
         return ChatState.follow_reply
@@ -639,7 +641,7 @@ class ChatState(SessionState):
             self.error = str(error)
             return None
         thread_state.editing_id = ""
-        self.streaming_id = str(reply.id)
+        self._set_streaming(reply_id=str(reply.id))
         await self._refresh(user.user_id, uuid.UUID(self.conversation_id))
         await self._start_following(user.user_id, str(reply.id))
         return ChatState.follow_reply
@@ -658,6 +660,6 @@ class ChatState(SessionState):
         if not started:
             self.error = "That action was already answered."
             return None
-        self.streaming_id = message_id
+        self._set_streaming(reply_id=message_id)
         await self._start_following(user.user_id, message_id)
         return ChatState.follow_reply
