@@ -69,6 +69,8 @@ FIRST_SAVE_SECONDS = 0.1
 PARALLEL_PLANS = 4
 # A draft's sources serve its send only if they were read this recently: a document or
 # memory written meanwhile is missing from the reply's context for at most this long.
+# The same holds for the models and tools on offer, read with them: a connection added
+# or removed meanwhile shows in the replies started this long after it.
 DRAFT_SOURCES_FRESH_SECONDS = 2.0
 # How long a reply's details wait to go out with its first words before going alone.
 HEADER_WAIT_SECONDS = 0.15
@@ -240,6 +242,21 @@ class _DraftReads:
         return now - self.started_at <= DRAFT_SOURCES_FRESH_SECONDS
 
 
+_Offered = tuple[list[ModelOption], list[ToolOffer]]
+
+
+@dataclass
+class _OfferReads:
+    """The models and tools a person may use, read while they type (see
+    `draft_changed`): they depend on the person alone, not on the draft."""
+
+    started_at: float  # time.monotonic()
+    read: asyncio.Task[_Offered | None]
+
+    def fresh(self, now: float) -> bool:
+        return now - self.started_at <= DRAFT_SOURCES_FRESH_SECONDS
+
+
 def _outcome_read(task: asyncio.Task) -> None:
     """For a task whose result may go unused (a plan or a draft's reads made ahead):
     its outcome is read, so a failure nobody awaits is not reported as unseen."""
@@ -271,6 +288,8 @@ class ChatEngine:
         self._parallel_plans = asyncio.Semaphore(PARALLEL_PLANS)
         # Each page's draft and the sources found for it, by the page's key.
         self._drafts: dict[str, _DraftReads] = {}
+        # What each person typing may use, by their id.
+        self._offers: dict[uuid.UUID, _OfferReads] = {}
 
     @property
     def settings(self) -> Settings:
@@ -316,6 +335,34 @@ class ChatEngine:
         )
         self._drafts[page] = reads
         reads.found.add_done_callback(_outcome_read)  # claimed or not
+        self._read_offers_ahead(owner_id)
+
+    def _read_offers_ahead(self, owner_id: uuid.UUID) -> None:
+        """The models and tools on offer to this person, read now unless read moments
+        ago: a send soon after plans with them instead of reading them again."""
+        if owner_id in self._offers or self._parallel_plans.locked():
+            return  # fresh (stale ones are gone by now), or busy: sends read their own
+        offers = _OfferReads(
+            started_at=time.monotonic(),
+            read=asyncio.create_task(self._offered_to(owner_id)),
+        )
+        self._offers[owner_id] = offers
+        offers.read.add_done_callback(_outcome_read)  # used or not
+
+    async def _offered_to(self, owner_id: uuid.UUID) -> _Offered | None:
+        """None when they could not be read (a send then reads them for itself)."""
+        try:
+            async with statement_scope() as session:
+                options = await self._models.options(session=session, owner_id=owner_id)
+                offers = (
+                    await self._tools.offers(session=session, owner_id=owner_id)
+                    if self._tools is not None
+                    else []
+                )
+            return options, offers
+        except Exception:  # noqa: BLE001 - only a head start; sending reads anew
+            logger.debug("reading the models and tools on offer failed", exc_info=True)
+            return None
 
     async def _sources_for_draft(self, owner_id: uuid.UUID, text: str) -> FoundSources | None:
         """None when it could not be read (the send then reads for itself)."""
@@ -343,6 +390,16 @@ class ChatEngine:
             if not reads.fresh(now):
                 reads.found.cancel()
                 del self._drafts[page]
+        for owner_id, offers in list(self._offers.items()):
+            if not offers.fresh(now):
+                del self._offers[owner_id]  # not cancelled: a plan may be waiting for it
+
+    def _offers_read_ahead(self, owner_id: uuid.UUID) -> asyncio.Task[_Offered | None] | None:
+        """The models and tools on offer to this person, read moments ago (or being
+        read). Shared by every plan in that time: they only read it."""
+        self._forget_stale_drafts()
+        offers = self._offers.get(owner_id)
+        return offers.read if offers is not None else None
 
     def _claim_draft_sources(
         self, owner_id: uuid.UUID, text: str
@@ -609,6 +666,9 @@ class ChatEngine:
         for reads in self._drafts.values():
             reads.found.cancel()  # nobody will send them now
         self._drafts.clear()
+        for offers in self._offers.values():
+            offers.read.cancel()
+        self._offers.clear()
         ids: list[uuid.UUID] = []
         # A send that passed the check just before may launch while we wait: loop.
         while self._live:
@@ -801,10 +861,36 @@ class ChatEngine:
                 offered.extend(await self._tools.offers(session=on, owner_id=owner_id))
             return options
 
+        # Read while the person typed, moments ago (see `draft_changed`).
+        read_ahead = self._offers_read_ahead(owner_id)
+
+        async def offered_ahead() -> list[ModelOption] | None:
+            if read_ahead is None:
+                return None
+            try:
+                # Shielded: other plans may be waiting for the same reads.
+                ahead = await asyncio.shield(read_ahead)
+            except asyncio.CancelledError:
+                if not read_ahead.cancelled():
+                    raise  # this plan was cancelled, not the reads
+                return None
+            if ahead is None:
+                return None
+            options, offers = ahead
+            offered.extend(offers)
+            return list(options)
+
         async def options_and_tools_apart() -> list[ModelOption]:
+            ahead = await offered_ahead()
+            if ahead is not None:
+                return ahead
             reads = statement_engine_for(engine_of(session))
             async with AsyncSession(bind=reads, expire_on_commit=False) as own:
                 return await options_and_tools(own)
+
+        async def options_and_tools_here() -> list[ModelOption]:
+            ahead = await offered_ahead()
+            return ahead if ahead is not None else await options_and_tools(session)
 
         # Sources read for this very message while it was a draft are not read again.
         drafted = (
@@ -821,7 +907,7 @@ class ChatEngine:
                 asyncio.create_task(options_and_tools_apart())
                 if parallel
                 # Read after the conversation, once the sources are being found alongside.
-                else options_and_tools(session)
+                else options_and_tools_here()
             )
             try:
                 plan = await plan_reply(

@@ -816,3 +816,106 @@ async def test_the_drafts_of_a_person_with_nothing_embedded_are_not_embedded(mod
     engine.draft_changed(page="page-2", owner_id=owner, text="What did I write about boats?")
     await asyncio.sleep(0.5)
     assert embedder.texts == []
+
+
+class _CountedOffers(_Arithmetic):
+    """Two tools, and how many times they were read; the set can change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.names = ["double"]
+
+    async def offers(self, *, session, owner_id):
+        self.reads += 1
+        every = await super().offers(session=session, owner_id=owner_id)
+        return [offer for offer in every if offer.spec.name in self.names]
+
+
+def _offered_tools(model_server: ModelServer, marker: str) -> list[str]:
+    request = _openai_request_for(model_server, marker)
+    return [tool["function"]["name"] for tool in request.get("tools", [])]
+
+
+async def test_the_models_and_tools_read_while_typing_serve_the_send(model_server):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    tools = _CountedOffers()
+    engine = _model_engine(model_server, tools=tools, provider="openai")
+    question = f"Double {uuid.uuid4().hex[:6]}, please"
+
+    await _draft_read(engine, "page-6", owner, question)
+    await engine._offers[owner].read
+    assert tools.reads == 1
+    # Another page of the same person, typing at once: read once for both.
+    engine.draft_changed(page="page-7", owner_id=owner, text="Something else")
+    assert tools.reads == 1
+    tools.names = ["double", "publish"]  # connected after they were read
+
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=question)
+    await _wait(engine, owner, reply.id)
+    assert tools.reads == 1  # the send read no tools of its own
+    assert _offered_tools(model_server, question) == ["double"]
+
+
+async def test_models_and_tools_read_too_long_ago_or_not_read_are_read_by_the_send(
+    model_server, monkeypatch
+):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    tools = _CountedOffers()
+    engine = _model_engine(model_server, tools=tools, provider="openai")
+    monkeypatch.setattr("carmenta.chat.engine.DRAFT_SOURCES_FRESH_SECONDS", 0.3)
+    first = f"Double {uuid.uuid4().hex[:6]}"
+    await _draft_read(engine, "page-8", owner, first)
+    await engine._offers[owner].read
+    tools.names = ["double", "publish"]
+    await asyncio.sleep(0.4)  # what was read is now too old to plan with
+
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=first)
+    await _wait(engine, owner, reply.id)
+    assert tools.reads == 2
+    assert _offered_tools(model_server, first) == ["double", "publish"]
+    assert owner not in engine._offers  # too old: dropped, not kept
+
+    # Reads that failed are no head start: the send reads for itself.
+    async def failing_options(**_):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(engine._models, "options", failing_options)
+    engine.draft_changed(page="page-8", owner_id=owner, text="Anything")
+    assert await engine._offers[owner].read is None
+    monkeypatch.undo()
+    second = f"Double {uuid.uuid4().hex[:6]} again"
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=second)
+    await _wait(engine, owner, reply.id)
+    assert tools.reads == 3
+    assert _offered_tools(model_server, second) == ["double", "publish"]
+
+
+async def test_a_plan_cancelled_while_it_waits_leaves_the_shared_reads_to_the_others(
+    model_server,
+):
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    engine = _model_engine(model_server, tools=_CountedOffers(), provider="openai")
+    release = asyncio.Event()
+    options = engine._models.options
+
+    async def slow_options(**arguments):
+        await release.wait()
+        return await options(**arguments)
+
+    engine._models.options = slow_options  # type: ignore[method-assign]
+    engine.draft_changed(page="page-9", owner_id=owner, text="Hello")
+    first = engine.prepare(owner_id=owner, conversation_id=conversation_id, content="Hello")
+    second = engine.prepare(owner_id=owner, conversation_id=conversation_id, content="Hello")
+    await asyncio.sleep(0.2)  # both plans wait for the one read
+    first.cancel()
+    await asyncio.gather(first.planning, return_exceptions=True)
+    release.set()
+    planned = await second.planning
+    assert planned is not None
+    plan, offers = planned
+    assert plan.option is not None and [offer.spec.name for offer in offers] == ["double"]
+    assert not engine._offers[owner].read.cancelled()
