@@ -40,6 +40,8 @@ _FOLLOW = object()
 SENDING_ID = "sending"
 # Updates to the page while a reply streams, at most this often.
 FRAME_SECONDS = 0.05
+# Turns of the event loop the socket's writer needs to send a frame queued for it.
+FRAME_OUT_TICKS = 3
 OFFLINE_OPTION = "offline"
 LONG_PASTE_CHARS = 4000
 
@@ -322,30 +324,21 @@ class ChatState(SessionState):
         once (its own frame, drawn while the server works); the state is then held
         while the message is stored, as an ordinary event would hold it.
         """
-        # Before the state's lock, from what the page held when the event was sent: the
-        # session check and the reply's reads start at once. `_show_sending` decides
-        # under the lock whether the message goes; the engine uses the reads only for the
-        # same person, conversation and message.
-        # The reads first: they take longest, and a task starts in the order it was made.
-        early_plan = None
-        if not (self._streaming_id or self._sending):
-            chips = [chip for chip in self.pending_attachments if chip.id]
-            early_plan = self._prepare_reply(
-                self._message_in(form), [uuid.UUID(chip.id) for chip in chips]
-            )
-        early_check = self.start_session_check()
         sending = None
-        try:
-            async with self:
-                sending = await self._show_sending(form)
-        finally:
-            if sending is None:  # refused, or the handler was cancelled
-                early_check.cancel()
-                if early_plan is not None:
-                    early_plan.cancel()
+        async with self:
+            sending = await self._show_sending(form)
         if sending is None:
             return
-        sending.session_check, sending.prepared = early_check, early_plan
+        # The frame that shows the message is on its way to the page: it leaves before
+        # the session check and the reply's reads take the loop, so that the page draws
+        # it while they run, and is free again when the first words come.
+        for _ in range(FRAME_OUT_TICKS):
+            await asyncio.sleep(0)
+        # Started outside the state's lock: the engine uses the reads only for the same
+        # person, conversation and message, once the session check has named them.
+        # The reads first: they take longest, and a task starts in the order it was made.
+        sending.prepared = self._prepare_reply(sending.text, sending.attachment_ids)
+        sending.session_check = self.start_session_check()
         try:
             async with self:
                 outcome = await self._send_now(sending)
