@@ -336,9 +336,11 @@ class ChatState(SessionState):
             await asyncio.sleep(0)
         # Started outside the state's lock: the engine uses the reads only for the same
         # person, conversation and message, once the session check has named them.
-        # The reads first: they take longest, and a task starts in the order it was made.
-        sending.prepared = self._prepare_reply(sending.text, sending.attachment_ids)
+        # The check first (a task starts in the order it was made): the message is
+        # stored only after it, while the reads, mostly done ahead as the person typed,
+        # finish meanwhile.
         sending.session_check = self.start_session_check()
+        sending.prepared = self._prepare_reply(sending.text, sending.attachment_ids)
         try:
             async with self:
                 outcome = await self._send_now(sending)
