@@ -103,40 +103,46 @@ def _arguments(fragments: list[str], name: str) -> dict[str, Any]:
 
 
 async def events(stream: Any) -> AsyncIterator[StreamEvent]:
-    """Neutral events from the SDK's raw stream events, in the order they arrive."""
+    """Neutral events from the raw stream events (JSON objects, as sent), in order."""
     tool_blocks: dict[int, tuple[str, str, list[str]]] = {}
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop_reason = "end_turn"
     async for event in stream:
-        kind = event.type
+        if not isinstance(event, dict):
+            continue
+        kind = event.get("type")
         if kind == "message_start":
-            usage = event.message.usage
-            input_tokens = getattr(usage, "input_tokens", None)
-            output_tokens = getattr(usage, "output_tokens", None)
+            usage = (event.get("message") or {}).get("usage") or {}
+            input_tokens = usage.get("input_tokens")
+            output_tokens = usage.get("output_tokens")
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "tool_use":
-                tool_blocks[event.index] = (block.id, block.name, [])
-            elif block.type == "text" and getattr(block, "text", ""):
-                yield TextDelta(block.text)
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                tool_blocks[event.get("index", 0)] = (
+                    block.get("id", ""),
+                    block.get("name", ""),
+                    [],
+                )
+            elif block.get("type") == "text" and block.get("text"):
+                yield TextDelta(block["text"])
         elif kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                if delta.text:
-                    yield TextDelta(delta.text)
-            elif delta.type == "input_json_delta" and event.index in tool_blocks:
-                tool_blocks[event.index][2].append(delta.partial_json)
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                if delta.get("text"):
+                    yield TextDelta(delta["text"])
+            elif delta.get("type") == "input_json_delta" and event.get("index", 0) in tool_blocks:
+                tool_blocks[event.get("index", 0)][2].append(delta.get("partial_json") or "")
         elif kind == "content_block_stop":
-            if event.index in tool_blocks:
-                call_id, name, fragments = tool_blocks.pop(event.index)
+            if event.get("index", 0) in tool_blocks:
+                call_id, name, fragments = tool_blocks.pop(event.get("index", 0))
                 yield ToolCallRequested(call_id, name, _arguments(fragments, name))
         elif kind == "message_delta":
-            if event.delta.stop_reason:
-                stop_reason = event.delta.stop_reason
-            usage = event.usage
-            if getattr(usage, "output_tokens", None) is not None:
-                output_tokens = usage.output_tokens
-            if getattr(usage, "input_tokens", None) is not None:
-                input_tokens = usage.input_tokens
+            if (event.get("delta") or {}).get("stop_reason"):
+                stop_reason = event["delta"]["stop_reason"]
+            usage = event.get("usage") or {}
+            if usage.get("output_tokens") is not None:
+                output_tokens = usage["output_tokens"]
+            if usage.get("input_tokens") is not None:
+                input_tokens = usage["input_tokens"]
     yield StreamFinished(stop_reason, input_tokens, output_tokens)

@@ -166,29 +166,31 @@ async def events(stream: Any) -> AsyncIterator[StreamEvent]:
         return done
 
     async for chunk in stream:
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            input_tokens = getattr(usage, "prompt_tokens", input_tokens)
-            output_tokens = getattr(usage, "completion_tokens", output_tokens)
-        for choice in chunk.choices or []:
-            if choice.index != 0:
+        if not isinstance(chunk, dict):
+            continue
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            input_tokens = usage.get("prompt_tokens", input_tokens)
+            output_tokens = usage.get("completion_tokens", output_tokens)
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or (choice.get("index") or 0) != 0:
                 continue
-            delta = choice.delta
-            if delta is not None:
-                if delta.content:
-                    yield TextDelta(delta.content)
-                for fragment in delta.tool_calls or []:
-                    partial = calls.setdefault(fragment.index or 0, _PartialCall())
-                    if fragment.id:
-                        partial.id = fragment.id
-                    function = fragment.function
-                    if function is not None:
-                        if function.name:
-                            partial.name += function.name
-                        if function.arguments:
-                            partial.fragments.append(function.arguments)
-            if choice.finish_reason:
-                finish_reason = choice.finish_reason
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                if delta.get("content"):
+                    yield TextDelta(delta["content"])
+                for fragment in delta.get("tool_calls") or []:
+                    partial = calls.setdefault(fragment.get("index") or 0, _PartialCall())
+                    if fragment.get("id"):
+                        partial.id = fragment["id"]
+                    function = fragment.get("function")
+                    if isinstance(function, dict):
+                        if function.get("name"):
+                            partial.name += function["name"]
+                        if function.get("arguments"):
+                            partial.fragments.append(function["arguments"])
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
                 for call in flush():
                     yield call
     for call in flush():

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import anthropic
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from carmenta.chat.llm import anthropic_api, openai_api
 from carmenta.chat.llm.clients import base_url_for, client_for
@@ -70,7 +70,9 @@ async def stream_reply(
                 body={**params, "stream": True},
                 cast_to=anthropic.types.Message,
                 stream=True,
-                stream_cls=anthropic.AsyncStream[anthropic.types.RawMessageStreamEvent],
+                # Events as sent (JSON objects): building the SDK's models for each
+                # of them cost more than the rest of a token's way to the page.
+                stream_cls=anthropic.AsyncStream[object],
             )
             translated = anthropic_api.events(stream)
         else:
@@ -91,7 +93,7 @@ async def stream_reply(
                 body=params,
                 cast_to=ChatCompletion,
                 stream=True,
-                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                stream_cls=openai.AsyncStream[object],  # chunks as sent, as above
             )
             translated = openai_api.events(stream)
         async for event in translated:
