@@ -42,6 +42,9 @@ SENDING_ID = "sending"
 FRAME_SECONDS = 0.05
 # Turns of the event loop the socket's writer needs to send a frame queued for it.
 FRAME_OUT_TICKS = 3
+# How long after a reply's first words the sidebar is reloaded (and at the latest when
+# the reply ends).
+SIDEBAR_RELOAD_AFTER_SECONDS = 0.5
 OFFLINE_OPTION = "offline"
 LONG_PASTE_CHARS = 4000
 
@@ -467,7 +470,7 @@ class ChatState(SessionState):
         live = await self.get_state(LiveReplyState)
         self._reply_owner = str(user.user_id)
         live._asked_id, live._reply_id = str(sent.id), str(reply.id)
-        # The sidebar is reloaded once the first words are on screen (_follow): a
+        # The sidebar is reloaded a moment after the first words (_follow): a
         # reload queued here would hold this page's state while they wait.
         return _FOLLOW
 
@@ -512,6 +515,9 @@ class ChatState(SessionState):
         last_frame = 0.0
         text_shown = False
         first = True
+        # When the sidebar is to be reloaded (the conversation moves to the top), once the
+        # first words are out; None: not due.
+        reload_at: float | None = None
         async for snapshot in engine.follow(owner_id=owner, message_id=uuid.UUID(message_id)):
             if first and not snapshot.content and snapshot.status == "streaming":
                 # The page already shows the reply starting: nothing to send yet.
@@ -535,6 +541,11 @@ class ChatState(SessionState):
                     live.reply = self._live_view(snapshot)
             if first_words:
                 text_shown = True
+                # Not at once: its query and its frame would take the server and the
+                # page while the page draws the first words.
+                reload_at = now + SIDEBAR_RELOAD_AFTER_SECONDS
+            elif reload_at is not None and now >= reload_at:
+                reload_at = None
                 yield ConversationListState.reload
         async with self:
             live = await self.get_state(LiveReplyState)
