@@ -27,7 +27,9 @@ its first token, and shows what a person waits for beyond the model's own time.
    idle and at its peak during the run.
 
 Prints figures next to their targets; asserts nothing. The machine's load is part of
-every figure: run it on a quiet machine for numbers to compare.
+every figure: run it on a quiet machine for numbers to compare. The machine's state is
+printed before and after (how long touching 50 MB takes after a second idle): on some
+machines memory is much slower to come back to in some periods, and every figure with it.
 
 Usage: .venv/bin/python bench/chat.py [--sends 40] [--warmups 3] [--documents 20]
        [--conversations 50]
@@ -144,6 +146,22 @@ ARM_PAGE = """
 
 
 # -- figures -----------------------------------------------------------------------------
+
+
+def memory_walk_ms(megabytes: int = 50, idle: float = 1.0, rounds: int = 5) -> float:
+    """How long touching one byte per 4 KB page of a buffer (plain 4 KB pages, as the
+    app's own objects live on) takes after `idle` seconds, median of `rounds`: on some
+    machines memory is much slower to come back to in some periods than in others, and
+    every figure with it."""
+    buffer = bytearray(megabytes * 1024 * 1024)
+    ones = bytes([1]) * len(range(0, len(buffer), 4096))
+    times = []
+    for _ in range(rounds):
+        time.sleep(idle)
+        started = time.perf_counter()
+        buffer[::4096] = ones
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -887,6 +905,8 @@ def main() -> None:
         print(f"Starting the app on port {port} (builds the interface if the code changed)…")
         load = os.getloadavg()
         print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in load)}")
+        walk_before = memory_walk_ms()
+        print(f"machine state: touching 50 MB (4 KB pages) after 1 s idle: {walk_before:.1f} ms")
         with running_app(env, port, args.app_log or Path(scratch) / "app.log") as app:
             started_rss = tree_rss(psutil.Process(app.process.pid))
             print(f"app memory at start (process tree RSS): {started_rss / MB:.0f} MB")
@@ -912,6 +932,11 @@ def main() -> None:
                 )
             load = os.getloadavg()
             print(f"\nmachine load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+            print(
+                f"machine state: touching 50 MB (4 KB pages) after 1 s idle took"
+                f" {walk_before:.1f} ms before the run, {memory_walk_ms():.1f} ms after"
+                " (larger: a slower period)"
+            )
     model.stop()
 
 
