@@ -353,16 +353,20 @@ class ChatEngine:
         """None when they could not be read (a send then reads them for itself)."""
         try:
             async with statement_scope() as session:
-                options = await self._models.options(session=session, owner_id=owner_id)
-                offers = (
-                    await self._tools.offers(session=session, owner_id=owner_id)
-                    if self._tools is not None
-                    else []
-                )
-            return options, offers
+                return await self._read_offered(session, owner_id)
         except Exception:  # noqa: BLE001 - only a head start; sending reads anew
             logger.debug("reading the models and tools on offer failed", exc_info=True)
             return None
+
+    async def _read_offered(self, session: AsyncSession, owner_id: uuid.UUID) -> _Offered:
+        """The models this person may use and their connected services as tools."""
+        options = await self._models.options(session=session, owner_id=owner_id)
+        offers = (
+            await self._tools.offers(session=session, owner_id=owner_id)
+            if self._tools is not None
+            else []
+        )
+        return options, offers
 
     async def _sources_for_draft(self, owner_id: uuid.UUID, text: str) -> FoundSources | None:
         """None when it could not be read (the send then reads for itself)."""
@@ -397,9 +401,10 @@ class ChatEngine:
     def _offers_read_ahead(self, owner_id: uuid.UUID) -> asyncio.Task[_Offered | None] | None:
         """The models and tools on offer to this person, read moments ago (or being
         read). Shared by every plan in that time: they only read it."""
-        self._forget_stale_drafts()
         offers = self._offers.get(owner_id)
-        return offers.read if offers is not None else None
+        if offers is None or not offers.fresh(time.monotonic()):
+            return None  # a stale one is dropped at the next draft or claim
+        return offers.read
 
     def _claim_draft_sources(
         self, owner_id: uuid.UUID, text: str
@@ -856,9 +861,8 @@ class ChatEngine:
             # Both are read while the sources are found on other connections, so the
             # tools cost nothing on the way to the first token; they are offered only
             # if the chosen model takes them.
-            options = await self._models.options(session=on, owner_id=owner_id)
-            if self._tools is not None:
-                offered.extend(await self._tools.offers(session=on, owner_id=owner_id))
+            options, offers = await self._read_offered(on, owner_id)
+            offered.extend(offers)
             return options
 
         # Read while the person typed, moments ago (see `draft_changed`).

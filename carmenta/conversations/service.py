@@ -123,19 +123,34 @@ def _conversation(row: Any, snippet: str = "") -> ConversationView:
     )
 
 
-def _message(row: Any) -> MessageView:
+def _message(values: Sequence[Any]) -> MessageView:
+    """A message from its `_MESSAGE_COLUMNS` values, in that order (a row of a
+    statement that selects or returns them, or a tuple from the driver)."""
+    (
+        id_,
+        conversation_id,
+        owner_id,
+        role,
+        content,
+        status,
+        model,
+        error,
+        details,
+        created_at,
+        updated_at,
+    ) = values
     return MessageView(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        owner_id=row.owner_id,
-        role=row.role,
-        content=row.content,
-        status=row.status,
-        model=row.model,
-        error=row.error,
-        details=dict(row.details or {}),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=id_,
+        conversation_id=conversation_id,
+        owner_id=owner_id,
+        role=role,
+        content=content,
+        status=status,
+        model=model,
+        error=error,
+        details=dict(details or {}),
+        created_at=created_at,
+        updated_at=updated_at,
     )
 
 
@@ -394,37 +409,7 @@ async def get_thread(
         created_at=c_created_at,
         last_activity_at=c_last_activity_at,
     )
-    return conversation, [_thread_message(row[7:]) for row in rows if row[7] is not None]
-
-
-def _thread_message(values: Sequence[Any]) -> MessageView:
-    """A message from its `_MESSAGE_COLUMNS` values, in that order."""
-    (
-        id_,
-        conversation_id,
-        owner_id,
-        role,
-        content,
-        status,
-        model,
-        error,
-        details,
-        created_at,
-        updated_at,
-    ) = values
-    return MessageView(
-        id=id_,
-        conversation_id=conversation_id,
-        owner_id=owner_id,
-        role=role,
-        content=content,
-        status=status,
-        model=model,
-        error=error,
-        details=dict(details or {}),
-        created_at=created_at,
-        updated_at=updated_at,
-    )
+    return conversation, [_message(row[7:]) for row in rows if row[7] is not None]
 
 
 THREAD_SQL = db.driver_sql(
