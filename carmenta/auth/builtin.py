@@ -13,11 +13,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from carmenta import db
 from carmenta.auth import keys as auth_keys
 from carmenta.auth import passwords, throttle
 from carmenta.auth.models import AuthSession, PasswordCredential, SessionHandoff
@@ -277,7 +279,7 @@ class ActiveSession:
 
 
 async def active_session(
-    *, session: AsyncSession, session_id: str | None, external_auth_id: str
+    *, connection: Any, session_id: str | None, external_auth_id: str
 ) -> ActiveSession | None:
     """The session named by a verified token, if it is still live and its user exists.
 
@@ -289,33 +291,36 @@ async def active_session(
     except ValueError:
         return None
     now = _now()
-    row = (
-        await session.execute(
-            text(
-                "select s.id as session_id, s.last_seen_at, u.id as user_id,"
-                " u.external_auth_id, u.email, u.display_name, u.is_admin"
-                " from auth_sessions s join users u on u.id = s.user_id"
-                " where s.id = :id and s.revoked_at is null and s.expires_at > :now"
-                " and u.external_auth_id = :subject"
-            ),
-            {"id": parsed, "now": now, "subject": external_auth_id},
-        )
-    ).first()
+    # On a psycopg connection (`db.statement_connection`, or `db.driver_connection` of a
+    # session), the row unpacked by position: SQLAlchemy's statement and result layers
+    # cost as much again as the read, on every event of every page.
+    cursor = await connection.execute(
+        ACTIVE_SESSION_SQL, {"id": parsed, "now": now, "subject": external_auth_id}
+    )
+    row = await cursor.fetchone()
     if row is None:
         return None
-    if row.last_seen_at is None or now - row.last_seen_at > LAST_SEEN_RESOLUTION:
-        await session.execute(
-            text("update auth_sessions set last_seen_at = :now where id = :id"),
-            {"id": parsed, "now": now},
-        )
+    found_id, last_seen_at, user_id, external_id, email, display_name, is_admin = row
+    if last_seen_at is None or now - last_seen_at > LAST_SEEN_RESOLUTION:
+        await connection.execute(SEEN_NOW_SQL, {"id": parsed, "now": now})
     return ActiveSession(
-        session_id=row.session_id,
-        user_id=row.user_id,
-        external_auth_id=row.external_auth_id,
-        email=row.email,
-        display_name=row.display_name,
-        is_admin=bool(row.is_admin),
+        session_id=found_id,
+        user_id=user_id,
+        external_auth_id=external_id,
+        email=email,
+        display_name=display_name,
+        is_admin=bool(is_admin),
     )
+
+
+ACTIVE_SESSION_SQL = db.driver_sql(
+    "select s.id, s.last_seen_at, u.id, u.external_auth_id, u.email, u.display_name,"
+    " u.is_admin"
+    " from auth_sessions s join users u on u.id = s.user_id"
+    " where s.id = :id and s.revoked_at is null and s.expires_at > :now"
+    " and u.external_auth_id = :subject"
+)
+SEEN_NOW_SQL = db.driver_sql("update auth_sessions set last_seen_at = :now where id = :id")
 
 
 async def sign_out(*, session: AsyncSession, session_id: uuid.UUID) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from carmenta import db
 from carmenta.auth import builtin
 from carmenta.auth import keys as auth_keys
-from carmenta.auth.tokens import InvalidTokenError, TokenVerifier
+from carmenta.auth.tokens import InvalidTokenError, TokenVerifier, VerifiedToken
 from carmenta.knowledge import service as knowledge_service
 from carmenta.observability import logs
 from carmenta.settings import Settings
@@ -75,54 +77,71 @@ def _display_name(email: str | None, name: str | None) -> str | None:
 async def authenticate(
     *, session: AsyncSession, settings: Settings, token: str | None
 ) -> AuthenticatedUser | None:
-    user = await _verified_user(session=session, settings=settings, token=token)
+    verified = await _verified_token(settings=settings, token=token)
+    if verified is None:
+        return None
+    if settings.uses_clerk:
+        user = await _clerk_user(session=session, verified=verified)
+    else:
+        user = await _builtin_user(
+            connection=await db.driver_connection(session), settings=settings, verified=verified
+        )
+    return _named_in_logs(user)
+
+
+def _named_in_logs(user: AuthenticatedUser | None) -> AuthenticatedUser | None:
     if user is not None:
         # Log lines of the request (or event) being served name who made it, by id only.
         logs.bind(user_id=str(user.user_id))
     return user
 
 
-async def _verified_user(
-    *, session: AsyncSession, settings: Settings, token: str | None
-) -> AuthenticatedUser | None:
+async def _verified_token(*, settings: Settings, token: str | None) -> VerifiedToken | None:
     if not token:
         return None
     try:
-        verified = await verifier_for(settings).verify(token)
+        return await verifier_for(settings).verify(token)
     except InvalidTokenError as error:
         logger.info("session token rejected: %s", error.reason)
         return None
 
-    if settings.uses_clerk:
-        if not verified.session_id:
-            # Session tokens carry `sid`; Clerk's other tokens (JWT templates) do not.
-            logger.info("session token rejected: no session id")
-            return None
-        user = await users_service.get_user_by_external_id(
-            session=session, external_auth_id=verified.subject
-        )
-        if user is None:
-            if await users_service.was_deleted(session=session, external_auth_id=verified.subject):
-                return None
-            # The first verified request of a Clerk user creates their row.
-            user = await users_service.upsert_external_user(
-                session=session, external_auth_id=verified.subject, auth_provider="clerk"
-            )
-            await knowledge_service.seed_profile(
-                session=session, owner_id=user.id, display_name=user.display_name or ""
-            )
-        return AuthenticatedUser(
-            user_id=user.id,
-            external_auth_id=user.external_auth_id,
-            provider="clerk",
-            email=user.email,
-            display_name=_display_name(user.email, user.display_name),
-            is_admin=user.is_admin,
-            session_id=verified.session_id,
-        )
 
+async def _clerk_user(
+    *, session: AsyncSession, verified: VerifiedToken
+) -> AuthenticatedUser | None:
+    if not verified.session_id:
+        # Session tokens carry `sid`; Clerk's other tokens (JWT templates) do not.
+        logger.info("session token rejected: no session id")
+        return None
+    user = await users_service.get_user_by_external_id(
+        session=session, external_auth_id=verified.subject
+    )
+    if user is None:
+        if await users_service.was_deleted(session=session, external_auth_id=verified.subject):
+            return None
+        # The first verified request of a Clerk user creates their row.
+        user = await users_service.upsert_external_user(
+            session=session, external_auth_id=verified.subject, auth_provider="clerk"
+        )
+        await knowledge_service.seed_profile(
+            session=session, owner_id=user.id, display_name=user.display_name or ""
+        )
+    return AuthenticatedUser(
+        user_id=user.id,
+        external_auth_id=user.external_auth_id,
+        provider="clerk",
+        email=user.email,
+        display_name=_display_name(user.email, user.display_name),
+        is_admin=user.is_admin,
+        session_id=verified.session_id,
+    )
+
+
+async def _builtin_user(
+    *, connection: Any, settings: Settings, verified: VerifiedToken
+) -> AuthenticatedUser | None:
     found = await builtin.active_session(
-        session=session, session_id=verified.session_id, external_auth_id=verified.subject
+        connection=connection, session_id=verified.session_id, external_auth_id=verified.subject
     )
     if found is None:
         return None
@@ -141,24 +160,24 @@ async def _verified_user(
 
 async def current_user(*, settings: Settings, token: str | None) -> AuthenticatedUser | None:
     """`authenticate` in a transaction of its own, for callers without a session."""
-    from carmenta import db
-
     if not token:
         return None
     if settings.uses_clerk:
         # A first visit creates the user and their profile: one transaction.
         async with db.session_scope() as session:
             return await authenticate(session=session, settings=settings, token=token)
+    verified = await _verified_token(settings=settings, token=token)
+    if verified is None:
+        return None
     # Every event of a page comes here: one read (and now and then a `last_seen_at`
-    # write that stands alone), so no BEGIN and COMMIT around it.
-    async with db.statement_scope() as session:
-        return await authenticate(session=session, settings=settings, token=token)
+    # write that stands alone), on a connection of its own, with no session around it.
+    async with db.statement_connection() as connection:
+        user = await _builtin_user(connection=connection, settings=settings, verified=verified)
+    return _named_in_logs(user)
 
 
 async def sign_out(*, session_id: str) -> None:
     """Revoke a built-in session by its id (from a verified token)."""
-    from carmenta import db
-
     async with db.session_scope() as session:
         await builtin.sign_out(session=session, session_id=uuid.UUID(session_id))
 
@@ -179,8 +198,6 @@ async def sign_in_with_password(
     user_agent: str | None,
     ip_address: str | None,
 ) -> SignInAttempt:
-    from carmenta import db
-
     async with db.session_scope() as session:
         result = await builtin.sign_in(
             session=session,
@@ -205,8 +222,6 @@ async def sign_up_with_password(
     user_agent: str | None,
     ip_address: str | None,
 ) -> SignInAttempt:
-    from carmenta import db
-
     try:
         async with db.session_scope() as session:
             auth_session = await builtin.sign_up(
@@ -226,8 +241,6 @@ async def sign_up_with_password(
 
 
 async def sessions_of(*, user: AuthenticatedUser) -> list[builtin.SessionInfo]:
-    from carmenta import db
-
     if user.provider != builtin.AUTH_PROVIDER:
         return []
     async with db.session_scope() as session:
@@ -236,8 +249,6 @@ async def sessions_of(*, user: AuthenticatedUser) -> list[builtin.SessionInfo]:
 
 async def revoke_session_of(*, user: AuthenticatedUser, session_id: str) -> bool:
     """Sign out one of `user`'s sessions; an id that is not theirs changes nothing."""
-    from carmenta import db
-
     try:
         parsed = uuid.UUID(session_id)
     except (ValueError, TypeError):
@@ -249,8 +260,6 @@ async def revoke_session_of(*, user: AuthenticatedUser, session_id: str) -> bool
 
 
 async def revoke_other_sessions_of(*, user: AuthenticatedUser) -> int:
-    from carmenta import db
-
     if user.session_id is None or user.provider != builtin.AUTH_PROVIDER:
         return 0
     async with db.session_scope() as session:
@@ -261,8 +270,6 @@ async def revoke_other_sessions_of(*, user: AuthenticatedUser) -> int:
 
 async def rename(*, user: AuthenticatedUser, display_name: str) -> str | None:
     """Change the user's display name; returns an error message or None."""
-    from carmenta import db
-
     display_name = " ".join(display_name.split())
     if len(display_name) > 80:
         return "Use at most 80 characters."

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import ipaddress
 import json
 import logging
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +40,11 @@ MIN_RSA_KEY_BITS = 2048
 MAX_TOKEN_LENGTH = 16 * 1024
 MAX_JWKS_BYTES = 512 * 1024
 REQUIRED_CLAIMS = ("sub", "iss", "exp", "iat", "nbf")
+# Tokens whose signature was verified, remembered by digest: every event of a page
+# carries its token, and the RSA check with the token's parsing cost more than most
+# events' own work. The claims are checked again at each use (a remembered token still
+# expires), and an entry counts only while its key is the one its source gives now.
+VERIFIED_TOKENS_REMEMBERED = 4096
 
 
 class InvalidTokenError(Exception):
@@ -321,6 +328,10 @@ class TokenVerifier:
         self._authorized_parties = parties
         self._leeway = leeway_seconds
         self._clock = clock
+        # digest of the token -> (kid, the key that verified it, its claims)
+        self._verified: OrderedDict[bytes, tuple[str | None, RSAPublicKey, dict[str, Any]]] = (
+            OrderedDict()
+        )
 
     @property
     def issuer(self) -> str:
@@ -334,6 +345,33 @@ class TokenVerifier:
         # Nothing here logs or echoes the token: it is a bearer credential.
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidTokenError("malformed")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            kid, key, claims = remembered
+            try:
+                current_key = await self._key_source.key_for(kid)
+            except InvalidTokenError:
+                del self._verified[digest]
+                raise
+            if current_key is key:
+                self._verified.move_to_end(digest)
+                try:
+                    return self._checked(claims)
+                except InvalidTokenError:
+                    del self._verified[digest]
+                    raise
+            # Its key was rotated away or replaced: verified again from the start.
+            self._verified.pop(digest, None)
+        kid, key, claims = await self._signed_claims(token)
+        verified = self._checked(claims)
+        self._verified[digest] = (kid, key, claims)
+        while len(self._verified) > VERIFIED_TOKENS_REMEMBERED:
+            self._verified.popitem(last=False)
+        return verified
+
+    async def _signed_claims(self, token: str) -> tuple[str | None, RSAPublicKey, dict[str, Any]]:
+        """The token's kid, the key that verified its signature, and its claims."""
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError) as error:
@@ -358,7 +396,12 @@ class TokenVerifier:
             raise InvalidTokenError("key_unavailable", "verification key is unusable") from error
         except (jwt.PyJWTError, ValueError) as error:
             raise InvalidTokenError("malformed", "unreadable payload") from error
+        if not isinstance(claims, dict):
+            raise InvalidTokenError("malformed", "unreadable payload")
+        return kid, key, claims
 
+    def _checked(self, claims: dict[str, Any]) -> VerifiedToken:
+        """The claims of a token whose signature holds, checked now."""
         for name in REQUIRED_CLAIMS:
             if claims.get(name) is None:
                 raise InvalidTokenError("missing_claim", name)

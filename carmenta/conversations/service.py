@@ -560,42 +560,47 @@ async def add_exchange(
         raise MessageRefused("Write a message or attach a file first.")
     # The reply goes in first, and the message only if it did: both or neither. Two
     # sends at once meet at the index, the second waiting for the first to commit.
-    rows = (
-        await session.execute(
-            text(
-                "with stamp as (select clock_timestamp() as at from conversations"
-                "   where id = :conversation and owner_id = :owner),"
-                " answering as (insert into messages (id, conversation_id, owner_id, role,"
-                "   content, status, details, created_at)"
-                "   select :reply_id, :conversation, :owner, 'assistant', '', 'streaming',"
-                "   '{}'::jsonb, at + interval '1 microsecond' from stamp"
-                "   on conflict (conversation_id) where status = 'streaming' do nothing"
-                f"   returning {_MESSAGE_COLUMNS}),"
-                " asked as (insert into messages (id, conversation_id, owner_id, role, content,"
-                "   status, details, created_at)"
-                "   select :message_id, :conversation, :owner, 'user', :content, 'complete',"
-                "   cast(:details as jsonb), created_at - interval '1 microsecond'"
-                "   from answering"
-                f"   returning {_MESSAGE_COLUMNS}),"
-                " touched as (update conversations set last_activity_at = answering.created_at"
-                "   from answering where conversations.id = :conversation)"
-                " select * from asked union all select * from answering order by created_at"
-            ),
-            {
-                "conversation": conversation_id,
-                "owner": owner_id,
-                "content": content,
-                "details": _json({"attachments": attachments} if attachments else {}),
-                "message_id": message_id or uuid.uuid4(),
-                "reply_id": reply_id or uuid.uuid4(),
-            },
-        )
-    ).all()
+    # Straight through the driver, rows unpacked by position: on the way to every
+    # reply's first word.
+    connection = await db.driver_connection(session)
+    cursor = await connection.execute(
+        ADD_EXCHANGE_SQL,
+        {
+            "conversation": conversation_id,
+            "owner": owner_id,
+            "content": content,
+            "details": _json({"attachments": attachments} if attachments else {}),
+            "message_id": message_id or uuid.uuid4(),
+            "reply_id": reply_id or uuid.uuid4(),
+        },
+    )
+    rows = await cursor.fetchall()
     if not rows:
         await _owned(session, owner_id, conversation_id)
         raise ReplyInProgress()
     asked, answering = rows
     return _message(asked), _message(answering)
+
+
+ADD_EXCHANGE_SQL = db.driver_sql(
+    "with stamp as (select clock_timestamp() as at from conversations"
+    "   where id = :conversation and owner_id = :owner),"
+    " answering as (insert into messages (id, conversation_id, owner_id, role,"
+    "   content, status, details, created_at)"
+    "   select :reply_id, :conversation, :owner, 'assistant', '', 'streaming',"
+    "   '{}'::jsonb, at + interval '1 microsecond' from stamp"
+    "   on conflict (conversation_id) where status = 'streaming' do nothing"
+    f"   returning {_MESSAGE_COLUMNS}),"
+    " asked as (insert into messages (id, conversation_id, owner_id, role, content,"
+    "   status, details, created_at)"
+    "   select :message_id, :conversation, :owner, 'user', :content, 'complete',"
+    "   cast(:details as jsonb), created_at - interval '1 microsecond'"
+    "   from answering"
+    f"   returning {_MESSAGE_COLUMNS}),"
+    " touched as (update conversations set last_activity_at = answering.created_at"
+    "   from answering where conversations.id = :conversation)"
+    " select * from asked union all select * from answering order by created_at"
+)
 
 
 async def start_reply(

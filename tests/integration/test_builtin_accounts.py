@@ -326,7 +326,7 @@ async def test_a_session_in_use_is_marked_seen_at_most_every_few_minutes(databas
     async def use() -> builtin.ActiveSession | None:
         async with db.session_scope() as session:
             return await builtin.active_session(
-                session=session,
+                connection=await db.driver_connection(session),
                 session_id=str(created.id),
                 external_auth_id=user.external_auth_id,
             )

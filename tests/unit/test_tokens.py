@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from carmenta.auth import tokens as tokens_module
 from carmenta.auth.keys import (
     SIGNING_KEY_FILE,
     builtin_verifier,
@@ -307,6 +308,82 @@ async def test_a_signature_by_another_key_with_the_same_kid_is_refused():
 async def test_a_truncated_signature_is_refused():
     raw = token()
     assert await reason_for(raw[:-10]) in {"signature", "malformed"}
+
+
+# -- verified tokens remembered ----------------------------------------------------------------
+
+
+class _SwappableKeys:
+    """A key source whose keys can change under a test, counting its lookups."""
+
+    def __init__(self, keys: dict) -> None:
+        self.keys = keys
+
+    async def key_for(self, kid):
+        if kid not in self.keys:
+            raise InvalidTokenError("unknown_kid")
+        return self.keys[kid]
+
+
+def _count_signature_checks(monkeypatch) -> list[int]:
+    checks = [0]
+    real_decode = jwt.decode
+
+    def counting_decode(*args, **kwargs):
+        checks[0] += 1
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    return checks
+
+
+async def test_a_verified_token_is_not_verified_again_while_its_key_holds(monkeypatch):
+    checks = _count_signature_checks(monkeypatch)
+    check = verifier()
+    raw = token()
+    first = await check.verify(raw)
+    again = await check.verify(raw)
+    assert again == first
+    assert checks[0] == 1
+    # Another token is verified in full, even from the same person.
+    await check.verify(token(claims(sid="sess_789")))
+    assert checks[0] == 2
+
+
+async def test_a_remembered_token_is_refused_once_its_key_is_replaced_or_gone():
+    keys = _SwappableKeys({KID: KEY.public_key()})
+    check = verifier(key_source=keys)
+    raw = token()
+    await check.verify(raw)
+    keys.keys[KID] = OTHER_KEY.public_key()  # the same kid, another key
+    assert await reason_for(raw, check=check) == "signature"
+    keys.keys[KID] = KEY.public_key()  # back, as a new object: verified again, and fine
+    assert (await check.verify(raw)).subject == "user_123"
+    keys.keys.clear()
+    assert await reason_for(raw, check=check) == "unknown_kid"
+
+
+async def test_a_remembered_token_says_nothing_for_a_tampered_copy():
+    check = verifier()
+    raw = token()
+    await check.verify(raw)
+    header, _, signature = raw.split(".")
+    forged = f"{header}.{_segment(claims(sub='user_admin'))}.{signature}"
+    assert await reason_for(forged, check=check) == "signature"
+
+
+async def test_the_remembered_tokens_are_bounded(monkeypatch):
+    monkeypatch.setattr(tokens_module, "VERIFIED_TOKENS_REMEMBERED", 2)
+    checks = _count_signature_checks(monkeypatch)
+    check = verifier()
+    raws = [token(claims(sid=f"sess_{number}")) for number in range(3)]
+    for raw in raws:
+        await check.verify(raw)
+    assert checks[0] == 3
+    await check.verify(raws[2])  # still remembered
+    assert checks[0] == 3
+    await check.verify(raws[0])  # the oldest was forgotten
+    assert checks[0] == 4
 
 
 def _public_jwk(private_key, kid: str) -> dict:
