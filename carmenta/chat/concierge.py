@@ -791,7 +791,7 @@ async def plan_reply(
             )
         )
     try:
-        conversation, messages = await conversations.get_thread(
+        conversation, messages = await conversations.get_reply_thread(
             session=session, owner_id=owner_id, conversation_id=conversation_id
         )
         if pending is not None:

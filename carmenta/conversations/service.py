@@ -388,10 +388,9 @@ async def get_thread(
     *, session: AsyncSession, owner_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> tuple[ConversationView, list[MessageView]]:
     """The conversation and its messages in order (its owner's only)."""
-    # One statement (a reply's plan starts with it): the conversation's columns repeat
-    # on each message's row, and come alone (message columns NULL) when it has none.
-    # Straight through the driver, rows unpacked by position: SQLAlchemy's result layer
-    # cost a third of the read, on the way to every reply's first word.
+    # One statement: the conversation's columns repeat on each message's row, and come
+    # alone (message columns NULL) when it has none. Straight through the driver, rows
+    # unpacked by position: SQLAlchemy's result layer cost a third of the read.
     connection = await db.driver_connection(session)
     cursor = await connection.execute(
         THREAD_SQL, {"conversation": conversation_id, "owner": owner_id}
@@ -420,6 +419,58 @@ THREAD_SQL = db.driver_sql(
     " left join messages m on m.conversation_id = c.id and m.owner_id = c.owner_id"
     " where c.id = :conversation and c.owner_id = :owner"
     " order by m.created_at, m.id"
+)
+
+
+# The newest messages a reply's plan reads: its history is cut to a token budget far
+# below this many, so a long conversation costs no more to answer than a short one.
+REPLY_HISTORY_MESSAGES = 400
+
+
+async def get_reply_thread(
+    *, session: AsyncSession, owner_id: uuid.UUID, conversation_id: uuid.UUID
+) -> tuple[ConversationView, list[MessageView]]:
+    """The conversation and its newest messages (REPLY_HISTORY_MESSAGES), in order, as a
+    reply's plan reads them: of each message's details only the attachments (their
+    ids and names). Its owner's only."""
+    # As `get_thread` reads, on the way to every reply's first word.
+    connection = await db.driver_connection(session)
+    cursor = await connection.execute(
+        REPLY_THREAD_SQL,
+        {"conversation": conversation_id, "owner": owner_id, "limit": REPLY_HISTORY_MESSAGES},
+    )
+    rows = await cursor.fetchall()
+    if not rows:
+        raise ConversationNotFound()
+    c_id, c_title, c_model, c_starred, c_archived, c_created_at, c_last_activity_at = rows[0][:7]
+    conversation = ConversationView(
+        id=c_id,
+        title=c_title,
+        model=c_model,
+        starred=c_starred,
+        archived=c_archived,
+        created_at=c_created_at,
+        last_activity_at=c_last_activity_at,
+    )
+    # Read newest first (to stop at the limit), returned oldest first.
+    return conversation, [_message(row[7:]) for row in reversed(rows) if row[7] is not None]
+
+
+REPLY_THREAD_SQL = db.driver_sql(
+    "select c.id, c.title, c.model, c.starred, c.archived_at is not null, c.created_at,"
+    " c.last_activity_at, m.*"
+    " from conversations c"
+    " left join lateral (select id, conversation_id, owner_id, role, content, status, model,"
+    "   error,"
+    # The details of an assistant's reply (its sources, tool calls) can be long, and the
+    # plan reads none of them.
+    "   jsonb_strip_nulls(jsonb_build_object('attachments', details->'attachments',"
+    "     'attachment_names', details->'attachment_names')),"
+    "   created_at, updated_at"
+    "   from messages where conversation_id = c.id and owner_id = c.owner_id"
+    "   order by created_at desc, id desc limit :limit) m on true"
+    " where c.id = :conversation and c.owner_id = :owner"
+    " order by m.created_at desc, m.id desc"
 )
 
 

@@ -390,3 +390,44 @@ async def test_two_exchanges_sent_at_once_to_one_conversation_store_one(database
             session=session, owner_id=owner, conversation_id=conversation.id
         )
     assert len(stored) == 2 and [m.role for m in stored] == ["user", "assistant"]
+
+
+async def test_a_replys_thread_is_the_newest_messages_in_order_with_their_attachments(
+    session, monkeypatch
+):
+    owner = await _user(session)
+    stranger = await _user(session)
+    conversation = await conversations.create_conversation(session=session, owner_id=owner)
+    for number in range(3):
+        await _exchange(session, owner, conversation.id, f"Question {number}", f"Answer {number}")
+    await session.execute(
+        text(
+            "update messages set details = cast(:details as jsonb)"
+            " where conversation_id = :conversation and content = 'Answer 2'"
+        ),
+        {
+            "conversation": conversation.id,
+            "details": '{"sources": [{"title": "Long"}], "attachment_names": ["plan.pdf"]}',
+        },
+    )
+    monkeypatch.setattr(conversations, "REPLY_HISTORY_MESSAGES", 4)
+
+    read, messages = await conversations.get_reply_thread(
+        session=session, owner_id=owner, conversation_id=conversation.id
+    )
+    assert read.id == conversation.id
+    # The newest four, oldest first.
+    assert [m.content for m in messages] == ["Question 1", "Answer 1", "Question 2", "Answer 2"]
+    # Of the details, only what a reply's plan reads.
+    assert messages[-1].details == {"attachment_names": ["plan.pdf"]}
+    assert messages[0].details == {}
+
+    empty = await conversations.create_conversation(session=session, owner_id=owner)
+    read, messages = await conversations.get_reply_thread(
+        session=session, owner_id=owner, conversation_id=empty.id
+    )
+    assert (read.id, messages) == (empty.id, [])
+    with pytest.raises(conversations.ConversationNotFound):
+        await conversations.get_reply_thread(
+            session=session, owner_id=stranger, conversation_id=conversation.id
+        )
