@@ -29,6 +29,10 @@ LABEL = "**Offline assistant** · no model is connected, so I answer from your o
 # Cosine similarity (MiniLM) above which a sentence is on the subject of the question.
 SENTENCE_RELEVANCE = 0.30
 MEMORY_RELEVANCE = 0.30
+# A document whose title is this close to the question is about it as a whole: when none
+# of its sentences says so on its own ("What's in my garden notes?"), it opens the answer.
+TITLE_RELEVANCE = 0.50
+OPENING_SENTENCES = 3
 MAX_QUOTES_PER_SOURCE = 3
 MAX_SOURCES = 4
 MAX_CANDIDATES = 120
@@ -60,8 +64,20 @@ class Quote:
     score: float
 
 
+def _stem(word: str) -> str:
+    """A plural as its singular, roughly ("gardens", "berries", "boxes"): enough for a
+    question and a note to share a word."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith("es") and word[-3] in "sxz":
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def _words(value: str) -> set[str]:
-    return {word for word in _WORD.findall(value.lower()) if word not in _STOPWORDS}
+    return {_stem(word) for word in _WORD.findall(value.lower()) if word not in _STOPWORDS}
 
 
 def _sentences(value: str) -> list[str]:
@@ -125,17 +141,32 @@ async def _rank_quotes(
             candidates.append((source, sentence))
             if len(candidates) >= MAX_CANDIDATES:
                 break
+    titled = [source for source in sources if source.kind == "document" and source.title]
     if not candidates:
         return []
-    vectors = await embedder.embed_async([query, *[sentence for _, sentence in candidates]])
+    vectors = await embedder.embed_async(
+        [query, *[sentence for _, sentence in candidates], *[source.title for source in titled]]
+    )
     similarities = vectors[1:] @ vectors[0]
+    sentence_similarities = similarities[: len(candidates)]
+    title_similarities = similarities[len(candidates) :]
     query_words = _words(query)
     quotes = []
-    for (source, sentence), similarity in zip(candidates, similarities, strict=True):
+    for (source, sentence), similarity in zip(candidates, sentence_similarities, strict=True):
         shared = len(query_words & _words(sentence))
         score = float(similarity) + 0.08 * min(shared, 4)
         if similarity >= SENTENCE_RELEVANCE or shared >= 2:
             quotes.append(Quote(source=source, sentence=sentence, score=score))
+    quoted = {quote.source.id for quote in quotes}
+    for source, similarity in zip(titled, title_similarities, strict=True):
+        shared = len(query_words & _words(source.title))
+        if source.id in quoted or (similarity < TITLE_RELEVANCE and not shared):
+            continue
+        # Named by the question, silent sentence by sentence: how it begins.
+        opening = " ".join(_sentences(source.text)[:OPENING_SENTENCES])
+        if opening:
+            score = max(float(similarity), SENTENCE_RELEVANCE) + 0.08 * min(shared, 4)
+            quotes.append(Quote(source=source, sentence=opening, score=score))
     quotes.sort(key=lambda quote: quote.score, reverse=True)
     return quotes
 

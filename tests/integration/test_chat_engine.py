@@ -168,6 +168,41 @@ async def test_offline_assistant_says_plainly_when_it_finds_nothing():
     assert "found nothing" in answer.content and "capital of Peru" in answer.content
 
 
+async def test_offline_assistant_opens_a_note_the_question_names_by_its_title():
+    """Asked about "gardens", no sentence of "Garden notes" says "garden": the note is
+    still the answer, quoted from its beginning; a note named by nothing asked is not."""
+    owner = await _new_user()
+    async with session_scope() as session:
+        for title, content in (
+            ("Garden notes", "Tomatoes need full sun. Plant garlic in October."),
+            ("Car", "The car needs new tyres before winter."),
+        ):
+            await knowledge.create_document(
+                session=session,
+                owner_id=owner,
+                parent_path="knowledge",
+                title=title,
+                content=content,
+            )
+        await session.commit()
+    async with session_scope() as session:
+        await embed_pending_chunks(
+            session=session, embedder=get_local_embedder(), limit=1000, owner_id=owner
+        )
+        await session.commit()
+    engine = _offline_engine()
+    for question in ("What do I know about gardens?", "What's in my garden notes?"):
+        conversation_id = await _conversation(owner)
+        _, reply = await engine.send(
+            owner_id=owner, conversation_id=conversation_id, content=question
+        )
+        await _wait(engine, owner, reply.id)
+        answer = (await _messages(owner, conversation_id))[-1].content
+        assert "Garden notes" in answer, answer
+        assert "> Tomatoes need full sun. Plant garlic in October." in answer
+        assert "tyres" not in answer
+
+
 async def test_stop_keeps_what_arrived_and_regenerate_replaces_the_reply():
     owner = await _new_user()
     conversation_id = await _conversation(owner)
