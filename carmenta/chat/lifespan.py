@@ -1,6 +1,7 @@
 """The chat's part of the server's life: before serving, replies a stopped server left
-`streaming` are marked interrupted and the embedding model is loaded; on shutdown,
-replies still being written are saved as interrupted."""
+`streaming` are marked interrupted, the clients of the server's model keys are opened
+and the embedding model is loaded; on shutdown, replies still being written are saved
+as interrupted."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from carmenta.chat.llm.catalog import open_environment_clients
 from carmenta.chat.service import get_engine
 from carmenta.conversations import service as conversations
 from carmenta.db import session_scope
@@ -44,6 +46,10 @@ async def chat_lifespan() -> AsyncIterator[None]:
         await _interrupt_stale_replies()
     except Exception:
         logger.exception("could not mark interrupted replies")
+    try:
+        open_environment_clients(get_settings())
+    except Exception:
+        logger.exception("could not open the model clients")
     warm = asyncio.create_task(asyncio.to_thread(_warm_embedder), name="carmenta-warm-embedder")
     try:
         yield

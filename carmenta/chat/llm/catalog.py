@@ -145,6 +145,19 @@ def _environment_credentials(provider: Provider, settings: Settings) -> ModelCre
     return ModelCredentials(api_key=key, base_url=settings.openai_base_url)
 
 
+def open_environment_clients(settings: Settings) -> int:
+    """The clients of the server's own model keys, opened now (on the serving loop): a
+    client's first opening loads the system's certificates, a few hundred
+    milliseconds that would otherwise fall on the first reply after a start."""
+    opened = 0
+    for provider in ("anthropic", "openai"):
+        credentials = _environment_credentials(provider, settings)
+        if credentials is not None:
+            client_for(provider, credentials)
+            opened += 1
+    return opened
+
+
 async def _environment_entries(
     settings: Settings,
 ) -> list[tuple[ModelOption, ModelCredentials]]:
