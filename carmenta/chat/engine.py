@@ -74,6 +74,8 @@ PARALLEL_PLANS = 4
 DRAFT_SOURCES_FRESH_SECONDS = 2.0
 # How long a reply's details wait to go out with its first words before going alone.
 HEADER_WAIT_SECONDS = 0.15
+# Turns of the event loop the first words' frame needs to leave for the page.
+FIRST_WORDS_OUT_TICKS = 4
 MAX_TOOL_ROUNDS = 6
 # Files attached to a message are usually read within seconds; a reply waits this long.
 ATTACHMENT_WAIT_SECONDS = 60.0
@@ -143,6 +145,8 @@ class LiveReply:
     # Monotonic times of the start and the first text, for measuring time to first token.
     started_at: float = field(default_factory=time.monotonic)
     first_text_at: float | None = None
+    # The first words were handed on with the turns their frame needs (`_append`).
+    first_words_out: bool = False
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task | None = None
     stop_requested: bool = False
@@ -1135,6 +1139,14 @@ class ChatEngine:
             metrics.chat_first_token(live.first_text_at - live.started_at)
         live.content += piece
         await live.publish()
+        # A stream whose next pieces have already arrived reads on without ever giving
+        # the loop away: the pages following it would see nothing until the burst ends.
+        # The first words get the turns their frame needs to leave (the follower's
+        # update, then the socket's writer); each later piece, one turn.
+        first_words = live.first_text_at is not None and not live.first_words_out
+        live.first_words_out = live.first_words_out or first_words
+        for _ in range(FIRST_WORDS_OUT_TICKS if first_words else 1):
+            await asyncio.sleep(0)
 
     async def _save(self, live: LiveReply) -> None:
         async with session_scope() as session:

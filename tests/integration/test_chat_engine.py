@@ -270,6 +270,25 @@ async def test_a_reply_goes_on_and_is_saved_when_nobody_follows_it(model_server)
     assert answer.details["usage"]["output_tokens"] > 0
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_a_burst_of_words_reaches_the_followers_from_its_first_piece(model_server, provider):
+    """All of a reply at once (a fast model, a slow reader): its first words still go
+    out alone, before the rest of the burst is read."""
+    owner = await _new_user()
+    conversation_id = await _conversation(owner)
+    words = [f"word{number} " for number in range(300)]
+    model_server.state.script(ScriptedReply(text_chunks=words, delay=0.0))
+    engine = _model_engine(model_server, provider=provider)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content="Go")
+    seen = [
+        snapshot.content async for snapshot in engine.follow(owner_id=owner, message_id=reply.id)
+    ]
+    await engine.wait_for_background()
+    first_words = next(content for content in seen if content)
+    assert first_words == "word0 "
+    assert seen[-1] == "".join(words)
+
+
 async def test_the_reply_is_saved_while_it_streams(model_server):
     owner = await _new_user()
     conversation_id = await _conversation(owner)
