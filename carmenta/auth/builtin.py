@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -279,7 +280,7 @@ class ActiveSession:
 
 
 async def active_session(
-    *, connection: Any, session_id: str | None, external_auth_id: str
+    *, connection: psycopg.AsyncConnection[Any], session_id: str | None, external_auth_id: str
 ) -> ActiveSession | None:
     """The session named by a verified token, if it is still live and its user exists.
 

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from carmenta import db
@@ -138,7 +139,7 @@ async def _clerk_user(
 
 
 async def _builtin_user(
-    *, connection: Any, settings: Settings, verified: VerifiedToken
+    *, connection: psycopg.AsyncConnection[Any], settings: Settings, verified: VerifiedToken
 ) -> AuthenticatedUser | None:
     found = await builtin.active_session(
         connection=connection, session_id=verified.session_id, external_auth_id=verified.subject
