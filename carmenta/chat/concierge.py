@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import tempfile
 import uuid
 import weakref
@@ -505,6 +506,23 @@ async def _recalled(
     )
 
 
+# Words of a question that ask rather than name what is asked about. PostgreSQL's own
+# stop words (what, do, I, about, my...) go already; these would otherwise be required
+# of every document found ("What do I know about gardens?" needs "know" and "garden").
+_ASKING_WORDS = re.compile(
+    r"\b(know|knows|tell|remember|recall|please|find|show|give|anything|something|"
+    r"everything|info|information)\b",
+    re.IGNORECASE,
+)
+
+
+def text_query(question: str) -> str:
+    """The words of a question a full-text search should require; the question itself
+    when nothing else is left."""
+    kept = " ".join(_ASKING_WORDS.sub(" ", question).split())
+    return kept if re.search(r"\w", kept) else question
+
+
 async def _relevant_documents(
     session: AsyncSession,
     owner_id: uuid.UUID,
@@ -519,10 +537,11 @@ async def _relevant_documents(
         query_vector, semantic_side = vector.search, vector.chunks
     else:
         query_vector, semantic_side = vector, True
+    # The semantic side has the whole question's vector already (or none at all).
     hits = await semantic.hybrid_search(
         session=session,
         owner_id=owner_id,
-        query=query,
+        query=text_query(query),
         embedder=embedder,
         subtree="knowledge",
         limit=MAX_DOCUMENTS,

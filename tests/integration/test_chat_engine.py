@@ -203,6 +203,29 @@ async def test_offline_assistant_opens_a_note_the_question_names_by_its_title():
         assert "tyres" not in answer
 
 
+async def test_a_question_finds_a_note_by_its_words_before_the_note_is_embedded():
+    """Just written, a note has no vectors yet: the full-text search alone must find
+    it, without requiring the question's asking words ("know") of it."""
+    owner = await _new_user()
+    async with session_scope() as session:
+        await knowledge.create_document(
+            session=session,
+            owner_id=owner,
+            parent_path="knowledge",
+            title="Garden notes",
+            content="Tomatoes need full sun. Plant garlic in October.",
+        )
+        await session.commit()
+    engine = _offline_engine()
+    conversation_id = await _conversation(owner)
+    _, reply = await engine.send(
+        owner_id=owner, conversation_id=conversation_id, content="What do I know about gardens?"
+    )
+    await _wait(engine, owner, reply.id)
+    answer = (await _messages(owner, conversation_id))[-1].content
+    assert "Garden notes" in answer and "Plant garlic in October." in answer, answer
+
+
 async def test_stop_keeps_what_arrived_and_regenerate_replaces_the_reply():
     owner = await _new_user()
     conversation_id = await _conversation(owner)

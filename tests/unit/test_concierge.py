@@ -1,6 +1,8 @@
 """The Concierge's choices that need no database: the model, the budget, the title."""
 
-from carmenta.chat.concierge import choose_model, describe_summary, estimate_tokens
+import pytest
+
+from carmenta.chat.concierge import choose_model, describe_summary, estimate_tokens, text_query
 from carmenta.chat.llm.types import ModelOption
 from carmenta.chat.titles import tidy_model_title, title_from_message
 
@@ -79,3 +81,19 @@ def test_titles_from_the_first_message_and_from_a_model_answer():
     assert long_title == "One two three four five six seven…"
     assert tidy_model_title('"Picnic planning."\nmore') == "Picnic planning"
     assert tidy_model_title("Title: Garden work") == "Garden work"
+
+
+@pytest.mark.parametrize(
+    ("question", "searched"),
+    [
+        ("What do I know about gardens?", "What do I about gardens?"),
+        ("Tell me what you remember about Sarah", "me what you about Sarah"),
+        ("when should I plant garlic", "when should I plant garlic"),
+        # PostgreSQL drops "me" and "you" itself: only the meaning is searched for.
+        ("Tell me everything you know", "me you"),
+        # Nothing but asking: the question as it is.
+        ("know", "know"),
+    ],
+)
+def test_a_full_text_search_requires_the_words_that_name_the_subject(question, searched):
+    assert text_query(question) == searched
