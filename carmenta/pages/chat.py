@@ -189,6 +189,10 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
             align="center",
             spacing="2",
             width="100%",
+            # At phone width "Used 1 document, 3 profile notes" takes a line of its own
+            # rather than running off the screen.
+            flex_wrap="wrap",
+            row_gap="0.25rem",
         ),
         rx.cond(
             message.preparing != "",

@@ -196,6 +196,31 @@ def test_the_offline_assistant_answers_from_the_knowledge_base(page: Page, app_s
     expect(reply.get_by_test_id("context-used")).to_contain_text("document")
 
 
+def test_at_phone_width_an_answer_and_what_it_used_stay_on_screen(
+    phone_page: Page, app_server, account
+):
+    create_document(
+        app_server.database_url,
+        account.email,
+        title="Garden notes",
+        content="Tomatoes need full sun. Plant garlic in October.",
+    )
+    phone_page.goto("/")
+    phone_page.get_by_test_id("model-picker").click()
+    phone_page.get_by_role("option", name="Offline assistant").click()
+    _send(phone_page, "What do I know about gardens?")
+    phone_page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(phone_page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(reply.get_by_test_id("assistant-text")).to_contain_text("Plant garlic in October.")
+    used = reply.get_by_test_id("context-used")
+    expect(used).to_contain_text("1 document")
+    box = used.bounding_box()
+    width = phone_page.viewport_size["width"]
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    assert phone_page.evaluate("document.documentElement.scrollWidth") <= width
+
+
 def test_files_attached_in_the_composer_go_with_the_message(page: Page, tmp_path):
     from tests import file_samples
 
