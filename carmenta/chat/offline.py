@@ -141,9 +141,9 @@ async def _rank_quotes(
             candidates.append((source, sentence))
             if len(candidates) >= MAX_CANDIDATES:
                 break
-    titled = [source for source in sources if source.kind == "document" and source.title]
     if not candidates:
         return []
+    titled = [source for source in sources if source.kind == "document" and source.title]
     vectors = await embedder.embed_async(
         [query, *[sentence for _, sentence in candidates], *[source.title for source in titled]]
     )

@@ -395,7 +395,12 @@ async def get_thread(
     cursor = await connection.execute(
         THREAD_SQL, {"conversation": conversation_id, "owner": owner_id}
     )
-    rows = await cursor.fetchall()
+    return _thread(await cursor.fetchall())
+
+
+def _thread(rows: Sequence[Sequence[Any]]) -> tuple[ConversationView, list[MessageView]]:
+    """The conversation and its messages from rows of the conversation's seven columns
+    then a message's (NULL when it has none), in the rows' order."""
     if not rows:
         raise ConversationNotFound()
     c_id, c_title, c_model, c_starred, c_archived, c_created_at, c_last_activity_at = rows[0][:7]
@@ -439,21 +444,8 @@ async def get_reply_thread(
         REPLY_THREAD_SQL,
         {"conversation": conversation_id, "owner": owner_id, "limit": REPLY_HISTORY_MESSAGES},
     )
-    rows = await cursor.fetchall()
-    if not rows:
-        raise ConversationNotFound()
-    c_id, c_title, c_model, c_starred, c_archived, c_created_at, c_last_activity_at = rows[0][:7]
-    conversation = ConversationView(
-        id=c_id,
-        title=c_title,
-        model=c_model,
-        starred=c_starred,
-        archived=c_archived,
-        created_at=c_created_at,
-        last_activity_at=c_last_activity_at,
-    )
     # Read newest first (to stop at the limit), returned oldest first.
-    return conversation, [_message(row[7:]) for row in reversed(rows) if row[7] is not None]
+    return _thread(list(reversed(await cursor.fetchall())))
 
 
 REPLY_THREAD_SQL = db.driver_sql(

@@ -173,6 +173,18 @@ def test_conversations_are_renamed_searched_and_deleted_from_the_sidebar(page: P
     ).to_have_count(0)
 
 
+def _ask_offline(page: Page, question: str):
+    """A new conversation with the offline assistant; its reply, once complete."""
+    page.goto("/")
+    page.get_by_test_id("model-picker").click()
+    page.get_by_role("option", name="Offline assistant").click()
+    _send(page, question)
+    page.wait_for_url(re.compile(r".*/chat/"))
+    reply = _last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    return reply
+
+
 def test_the_offline_assistant_answers_from_the_knowledge_base(page: Page, app_server, account):
     create_document(
         app_server.database_url,
@@ -180,13 +192,7 @@ def test_the_offline_assistant_answers_from_the_knowledge_base(page: Page, app_s
         title="Bicycle",
         content="My bicycle lock code is 4471. The bike is a green Brompton.",
     )
-    page.goto("/")
-    page.get_by_test_id("model-picker").click()
-    page.get_by_role("option", name="Offline assistant").click()
-    _send(page, "What is my bicycle lock code?")
-    page.wait_for_url(re.compile(r".*/chat/"))
-    reply = _last_reply(page)
-    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    reply = _ask_offline(page, "What is my bicycle lock code?")
     text = reply.get_by_test_id("assistant-text")
     expect(text).to_contain_text("Offline assistant")
     expect(text).to_contain_text("4471")
@@ -205,13 +211,7 @@ def test_at_phone_width_an_answer_and_what_it_used_stay_on_screen(
         title="Garden notes",
         content="Tomatoes need full sun. Plant garlic in October.",
     )
-    phone_page.goto("/")
-    phone_page.get_by_test_id("model-picker").click()
-    phone_page.get_by_role("option", name="Offline assistant").click()
-    _send(phone_page, "What do I know about gardens?")
-    phone_page.wait_for_url(re.compile(r".*/chat/"))
-    reply = _last_reply(phone_page)
-    expect(reply).to_have_attribute("data-status", "complete", timeout=30_000)
+    reply = _ask_offline(phone_page, "What do I know about gardens?")
     expect(reply.get_by_test_id("assistant-text")).to_contain_text("Plant garlic in October.")
     used = reply.get_by_test_id("context-used")
     expect(used).to_contain_text("1 document")

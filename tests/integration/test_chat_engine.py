@@ -168,15 +168,9 @@ async def test_offline_assistant_says_plainly_when_it_finds_nothing():
     assert "found nothing" in answer.content and "capital of Peru" in answer.content
 
 
-async def test_offline_assistant_opens_a_note_the_question_names_by_its_title():
-    """Asked about "gardens", no sentence of "Garden notes" says "garden": the note is
-    still the answer, quoted from its beginning; a note named by nothing asked is not."""
-    owner = await _new_user()
+async def _notes(owner: uuid.UUID, notes: dict[str, str], *, embedded: bool) -> None:
     async with session_scope() as session:
-        for title, content in (
-            ("Garden notes", "Tomatoes need full sun. Plant garlic in October."),
-            ("Car", "The car needs new tyres before winter."),
-        ):
+        for title, content in notes.items():
             await knowledge.create_document(
                 session=session,
                 owner_id=owner,
@@ -185,19 +179,33 @@ async def test_offline_assistant_opens_a_note_the_question_names_by_its_title():
                 content=content,
             )
         await session.commit()
-    async with session_scope() as session:
-        await embed_pending_chunks(
-            session=session, embedder=get_local_embedder(), limit=1000, owner_id=owner
-        )
-        await session.commit()
+    if embedded:
+        async with session_scope() as session:
+            await embed_pending_chunks(
+                session=session, embedder=get_local_embedder(), limit=1000, owner_id=owner
+            )
+            await session.commit()
+
+
+async def _offline_answer(owner: uuid.UUID, question: str) -> str:
     engine = _offline_engine()
+    conversation_id = await _conversation(owner)
+    _, reply = await engine.send(owner_id=owner, conversation_id=conversation_id, content=question)
+    await _wait(engine, owner, reply.id)
+    return (await _messages(owner, conversation_id))[-1].content
+
+
+GARDEN_NOTES = {"Garden notes": "Tomatoes need full sun. Plant garlic in October."}
+
+
+async def test_offline_assistant_opens_a_note_the_question_names_by_its_title():
+    """Asked about "gardens", no sentence of "Garden notes" says "garden": the note is
+    still the answer, quoted from its beginning; a note named by nothing asked is not."""
+    owner = await _new_user()
+    notes = {**GARDEN_NOTES, "Car": "The car needs new tyres before winter."}
+    await _notes(owner, notes, embedded=True)
     for question in ("What do I know about gardens?", "What's in my garden notes?"):
-        conversation_id = await _conversation(owner)
-        _, reply = await engine.send(
-            owner_id=owner, conversation_id=conversation_id, content=question
-        )
-        await _wait(engine, owner, reply.id)
-        answer = (await _messages(owner, conversation_id))[-1].content
+        answer = await _offline_answer(owner, question)
         assert "Garden notes" in answer, answer
         assert "> Tomatoes need full sun. Plant garlic in October." in answer
         assert "tyres" not in answer
@@ -207,22 +215,8 @@ async def test_a_question_finds_a_note_by_its_words_before_the_note_is_embedded(
     """Just written, a note has no vectors yet: the full-text search alone must find
     it, without requiring the question's asking words ("know") of it."""
     owner = await _new_user()
-    async with session_scope() as session:
-        await knowledge.create_document(
-            session=session,
-            owner_id=owner,
-            parent_path="knowledge",
-            title="Garden notes",
-            content="Tomatoes need full sun. Plant garlic in October.",
-        )
-        await session.commit()
-    engine = _offline_engine()
-    conversation_id = await _conversation(owner)
-    _, reply = await engine.send(
-        owner_id=owner, conversation_id=conversation_id, content="What do I know about gardens?"
-    )
-    await _wait(engine, owner, reply.id)
-    answer = (await _messages(owner, conversation_id))[-1].content
+    await _notes(owner, GARDEN_NOTES, embedded=False)
+    answer = await _offline_answer(owner, "What do I know about gardens?")
     assert "Garden notes" in answer and "Plant garlic in October." in answer, answer
 
 
