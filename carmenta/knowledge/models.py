@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     literal_column,
+    text,
 )
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlmodel import Field, SQLModel
@@ -140,6 +141,12 @@ class DocumentChunk(SQLModel, table=True):
             "ordinal",
             "owner_id",
             unique=True,
+        ),
+        # The embedding job's queue: only the chunks still waiting, oldest first.
+        Index(
+            "ix_document_chunks_unembedded",
+            "created_at",
+            postgresql_where=text("embedding IS NULL"),
         ),
         Index(
             "ix_document_chunks_embedding_hnsw",

@@ -37,6 +37,15 @@ def _vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{value:.7f}" for value in vector.tolist()) + "]"
 
 
+# Served by the partial index ix_document_chunks_unembedded (migration 0018): only
+# the chunks still waiting are read, however many are embedded.
+CLAIM_PENDING_CHUNKS_SQL = (
+    "select owner_id, id, content from document_chunks where embedding is null"
+    " and (cast(:owner as uuid) is null or owner_id = :owner)"
+    " order by created_at limit :limit for update skip locked"
+)
+
+
 async def embed_pending_chunks(
     *,
     session: AsyncSession,
@@ -50,14 +59,7 @@ async def embed_pending_chunks(
     Rows are claimed with SKIP LOCKED, so several workers share the backlog.
     """
     rows = (
-        await session.execute(
-            text(
-                "select owner_id, id, content from document_chunks where embedding is null"
-                " and (cast(:owner as uuid) is null or owner_id = :owner)"
-                " order by created_at limit :limit for update skip locked"
-            ),
-            {"limit": limit, "owner": owner_id},
-        )
+        await session.execute(text(CLAIM_PENDING_CHUNKS_SQL), {"limit": limit, "owner": owner_id})
     ).all()
     if not rows:
         return 0

@@ -136,6 +136,31 @@ async def test_one_owners_backlog_can_be_embedded_alone(session):
     assert await pending_chunks(session=session, owner_id=other) == 3
 
 
+async def test_the_embedding_job_reads_only_the_chunks_still_waiting(session):
+    # With the table scanned instead, each minute's run read every chunk ever embedded
+    # (80 ms at 100,000 chunks). Sequential scans are priced out, so a plan that still
+    # scans a part means the index cannot answer the job's question.
+    owner = await _user(session)
+    await _library(session, owner)
+    await session.execute(text("set local enable_seqscan = off"))
+    plans = []
+    for scope in (None, owner):
+        connection = await driver_connection(session)
+        cursor = await connection.execute(
+            "explain (costs off) "
+            + semantic_module.CLAIM_PENDING_CHUNKS_SQL.replace(":owner", "%(owner)s").replace(
+                ":limit", "%(limit)s"
+            ),
+            {"owner": scope, "limit": 32},
+        )
+        plans.append([line for (line,) in await cursor.fetchall()])
+    for plan in plans:
+        index_scans = [line.strip() for line in plan if "Index Scan" in line]
+        assert index_scans, plan
+        assert all("_created_at_idx" in line for line in index_scans), plan
+        assert not any("Seq Scan" in line for line in plan), plan
+
+
 async def test_a_query_vector_on_its_way_holds_up_only_the_semantic_side(session, monkeypatch):
     import asyncio
     import functools
