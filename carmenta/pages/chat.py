@@ -234,7 +234,10 @@ def assistant_message(message: ThreadMessage) -> rx.Component:
         ),
         rx.vstack(rx.foreach(message.steps, tool_step), spacing="1", align="start"),
         rx.box(
-            thread_markdown(content=message.content),
+            # A reply just started has no text: its Markdown (a parser built anew each
+            # time, a few milliseconds) is rendered with its first words. The box, a
+            # live region, is there from the start so that they are announced.
+            rx.cond(message.content != "", thread_markdown(content=message.content)),
             class_name="carmenta-markdown",
             data_testid="assistant-text",
             aria_live=rx.cond(message.status == "streaming", "polite", "off"),

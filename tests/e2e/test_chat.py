@@ -73,6 +73,38 @@ def test_a_reply_streams_in_can_be_stopped_regenerated_and_survives_a_reload(pag
     other.close()
 
 
+def test_a_replys_words_arrive_in_a_live_region_that_was_there_before_them(
+    page: Page, model_server
+):
+    # Screen readers announce what is added to a live region they already know: one
+    # created together with the first words would say nothing.
+    page.goto("/")
+    _send(page, "A first question")
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    model_server.state.first_byte_delay = 2.0
+    try:
+        _send(page, LONG_MESSAGE)
+        expect(page.get_by_test_id("assistant-message")).to_have_count(2)
+        reply = _last_reply(page)
+        expect(reply).to_have_attribute("data-status", "streaming")
+        text = reply.get_by_test_id("assistant-text")
+        expect(text).to_have_attribute("aria-live", "polite")
+        text.evaluate("box => { window.__replyBox = box; }")
+        assert text.inner_text().strip() == ""  # the model's first byte is held back
+        expect(text).to_contain_text("Echo: word1", timeout=20_000)
+        # Still the region that was there before them, still being written.
+        assert page.evaluate(
+            "() => window.__replyBox.isConnected"
+            " && window.__replyBox.textContent.includes('Echo: word1')"
+        )
+        expect(reply).to_have_attribute("data-status", "streaming")
+    finally:
+        model_server.state.first_byte_delay = 0.0
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(_last_reply(page).get_by_test_id("assistant-text")).to_have_attribute("aria-live", "off")
+
+
 def test_markdown_renders_and_raw_html_and_script_links_stay_inert(page: Page):
     page.goto("/")
     _send(
