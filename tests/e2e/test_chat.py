@@ -92,6 +92,16 @@ def test_a_replys_words_arrive_in_a_live_region_that_was_there_before_them(
         expect(text).to_have_attribute("aria-live", "polite")
         text.evaluate("box => { window.__replyBox = box; }")
         assert text.inner_text().strip() == ""  # the model's first byte is held back
+        # Meanwhile a dot says the reply is being written; it keeps still for those who
+        # ask for less motion.
+        writing = reply.get_by_test_id("writing")
+        expect(writing).to_be_visible()
+        expect(writing).to_have_text("Writing")
+        animation = "dot => getComputedStyle(dot).animationName"
+        assert writing.evaluate(animation) == "carmenta-writing-pulse"
+        page.emulate_media(reduced_motion="reduce")
+        assert writing.evaluate(animation) == "none"
+        page.emulate_media(reduced_motion="no-preference")
         expect(text).to_contain_text("Echo: word1", timeout=20_000)
         # Still the region that was there before them, still being written.
         assert page.evaluate(
@@ -103,6 +113,7 @@ def test_a_replys_words_arrive_in_a_live_region_that_was_there_before_them(
         model_server.state.first_byte_delay = 0.0
     expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
     expect(_last_reply(page).get_by_test_id("assistant-text")).to_have_attribute("aria-live", "off")
+    expect(page.get_by_test_id("writing")).to_have_count(0)
 
 
 def test_markdown_renders_and_raw_html_and_script_links_stay_inert(page: Page):
