@@ -182,6 +182,56 @@ def test_code_tables_lists_and_links_render_and_shift_enter_adds_a_line(page: Pa
     expect(link).to_have_attribute("target", "_blank")
 
 
+# When the first words of the newest reply appeared, when the watched conversation
+# became the sidebar's first, and when the reply ended (performance.now()).
+_WATCH_SIDEBAR_ORDER = """(watched) => {
+    const seen = (window.__order = { firstWords: null, movedUp: null, ended: null });
+    const look = () => {
+        const now = performance.now();
+        const replies = document.querySelectorAll('[data-testid="assistant-message"]');
+        const last = replies[replies.length - 1];
+        const text = last && last.querySelector('[data-testid="assistant-text"]');
+        if (seen.firstWords === null && replies.length >= 2 && text
+            && text.textContent.includes("Echo:")) seen.firstWords = now;
+        if (seen.ended === null && replies.length >= 2
+            && last.getAttribute("data-status") === "complete") seen.ended = now;
+        const top = document.querySelector('[data-testid="conversation-row"]');
+        if (seen.movedUp === null && top && top.textContent.includes(watched)) {
+            seen.movedUp = now;
+        }
+    };
+    new MutationObserver(look).observe(document.body, {
+        childList: true, subtree: true, characterData: true, attributes: true,
+    });
+}"""
+
+
+def test_a_conversation_moves_up_the_sidebar_after_its_reply_starts_not_before(page: Page):
+    # Reloading the sidebar takes the server and the page: it waits until the first
+    # words are on screen, and does not wait for the reply to end.
+    page.goto("/")
+    _send(page, "An older question about otters")
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    otters = page.url
+    page.goto("/")
+    _send(page, "A newer question about badgers")
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(page.get_by_test_id("conversation-row").first).to_contain_text("badgers")
+
+    page.goto(otters)
+    expect(page.get_by_test_id("assistant-message")).to_have_count(1)
+    expect(page.get_by_test_id("conversation-row").first).to_contain_text("badgers")
+    page.evaluate(_WATCH_SIDEBAR_ORDER, "otters")
+    _send(page, LONG_MESSAGE)
+    expect(page.get_by_test_id("conversation-row").first).to_contain_text("otters")
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    order = page.evaluate("() => window.__order")
+    assert None not in order.values(), order
+    assert order["firstWords"] < order["movedUp"] < order["ended"], order
+
+
 def test_conversations_are_renamed_searched_and_deleted_from_the_sidebar(page: Page):
     page.goto("/")
     _send(page, "Plan a picnic by the river")
