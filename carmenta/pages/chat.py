@@ -114,9 +114,9 @@ def context_used(message: ThreadMessage) -> rx.Component:
 
 
 def writing_indicator() -> rx.Component:
-    """A softly pulsing dot while a reply is written (app.css): one element whose
-    opacity the compositor animates alone, where a spinner's eight leaves had the page
-    restyle and repaint on every frame of the reply."""
+    """A dot while a reply is written, which starts to pulse if the words are slow
+    (app.css): one element and one animation, where a spinner's eight animated leaves
+    had the page restyle on every frame of the reply."""
     return rx.el.span(
         rx.el.span("Writing", class_name="sr-only"),
         class_name="carmenta-writing",
