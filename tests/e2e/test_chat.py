@@ -33,6 +33,15 @@ def _last_reply(page: Page):
     return page.get_by_test_id("assistant-message").last
 
 
+def _new_conversation(page: Page, text: str) -> str:
+    """Start a conversation from the home page with `text`; its URL once answered."""
+    page.goto("/")
+    _send(page, text)
+    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
+    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    return page.url
+
+
 def test_a_reply_streams_in_can_be_stopped_regenerated_and_survives_a_reload(page: Page):
     page.goto("/")
     _send(page, LONG_MESSAGE)
@@ -78,10 +87,7 @@ def test_a_replys_words_arrive_in_a_live_region_that_was_there_before_them(
 ):
     # Screen readers announce what is added to a live region they already know: one
     # created together with the first words would say nothing.
-    page.goto("/")
-    _send(page, "A first question")
-    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
-    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    _new_conversation(page, "A first question")
     model_server.state.first_byte_delay = 2.0
     try:
         _send(page, LONG_MESSAGE)
@@ -209,15 +215,8 @@ _WATCH_SIDEBAR_ORDER = """(watched) => {
 def test_a_conversation_moves_up_the_sidebar_after_its_reply_starts_not_before(page: Page):
     # Reloading the sidebar takes the server and the page: it waits until the first
     # words are on screen, and does not wait for the reply to end.
-    page.goto("/")
-    _send(page, "An older question about otters")
-    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
-    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
-    otters = page.url
-    page.goto("/")
-    _send(page, "A newer question about badgers")
-    page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
-    expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+    otters = _new_conversation(page, "An older question about otters")
+    _new_conversation(page, "A newer question about badgers")
     expect(page.get_by_test_id("conversation-row").first).to_contain_text("badgers")
 
     page.goto(otters)
@@ -430,10 +429,7 @@ def test_a_second_message_streams_after_the_thread_and_the_last_one_can_be_edite
     # the thread again while the second reply streams.
     model_server.state.answer_delay = 1.5
     try:
-        page.goto("/")
-        _send(page, "First question about apples")
-        page.wait_for_url(re.compile(r".*/chat/[0-9a-f-]{36}$"))
-        expect(_last_reply(page)).to_have_attribute("data-status", "complete", timeout=30_000)
+        _new_conversation(page, "First question about apples")
 
         # The second exchange shows under the first, once, while its reply is written;
         # meanwhile the first reply's Regenerate and the Edit button are out of reach.
